@@ -1,0 +1,294 @@
+"""``python -m optim``: models, profile, sweep, runs, frontier, export.
+
+Every bad input ends in one line on stderr (``optim: error: ...``) and exit code 2, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from optim import frontier as fr
+from optim import plan as plans
+from optim import sweep as sw
+from optim.artifact import write_atomic
+from optim.store import Store
+
+TABLE_COLUMNS = ["label", "accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms", "precision"]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="optim", description="Measure what each optimization buys and costs.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("models", help="list the sample models")
+    pr = sub.add_parser("profile", help="params, FLOPs, baseline figures and a per-layer table")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--threads", type=int, default=1)
+    s = sub.add_parser("sweep", help="measure a grid of configs")
+    s.add_argument("--model", help="sample name, or path/model.onnx:path/data.npz")
+    s.add_argument("--bits", type=_ints, default=[2, 3, 4, 5, 6, 8, 16, 32],
+                   help="2-8 packed weights (8 = int8 executed), 16 fp16, 32 fp32")  # fmt: skip
+    s.add_argument("--sparsity", type=_floats, default=[0.0, 0.5, 0.75, 0.9])
+    s.add_argument("--structured", action="store_true", help="remove channels instead of zeroing weights")
+    s.add_argument("--granularity", default="channel", help="channel, tensor or channel,tensor")
+    s.add_argument("--int8", default="static", choices=sw.INT8_MODES, help="how 8-bit configs execute")
+    s.add_argument("--asymmetric", action="store_true")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--jobs", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-compress", action="store_true", help="no zstd over the packed artifact")
+    s.add_argument("--resume", type=int, metavar="RUN", help="finish an interrupted run")
+    s.add_argument("--out", type=Path, help="write the rows as CSV")
+    sub.add_parser("runs", help="list the stored runs")
+    f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
+    f.add_argument("run", type=int)
+    f.add_argument("--floor", type=float, required=True)
+    f.add_argument("--relative", action="store_true", help="floor is a fraction of baseline accuracy")
+    f.add_argument("--max-size-mb", type=float)
+    f.add_argument("--max-latency-ms", type=float)
+    f.add_argument("--prefer", choices=("size", "latency"), default="size")
+    b = sub.add_parser("build", help="build and measure one plan (the plan of a JSON recipe)")
+    b.add_argument("--model", required=True)
+    b.add_argument("--plan", required=True, help="plan JSON, or @recipe.json")
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", type=Path, required=True)
+    e = sub.add_parser("export", help="write a config's ONNX, packed artifact and JSON recipe")
+    e.add_argument("run", type=int)
+    e.add_argument("config", help="row number from the sweep table, or the config label")
+    e.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows as a human-readable table (numbers formatted, pareto flag included)."""
+    ok = df[df["accuracy"].notna()] if len(df) else df
+    out = pd.DataFrame({
+        "config": ok["label"],
+        "accuracy": [f"{a:.2%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in zip(ok["accuracy"], ok["acc_low"], ok["acc_high"])],
+        "size": [fr_fmt_bytes(v) for v in ok["size_bytes"]],
+        "p50 ms": ok["latency_p50_ms"].map(lambda v: f"{v:.3f}"),
+        "executed": ok["precision"],
+        "pareto": pareto_flags(ok),
+    })  # fmt: skip
+    return out
+
+
+def fr_fmt_bytes(n: float) -> str:
+    from optim.charts import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def pareto_flags(df: pd.DataFrame) -> list[bool]:
+    ok = df[df["accuracy"].notna()]
+    if not len(ok):
+        return []
+    return [bool(v) for v in fr.frontier(ok.astype({"accuracy": float, "size_bytes": float, "latency_p50_ms": float}))]
+
+
+def _cmd_models(args, out) -> None:
+    from optim.sources import sample_names, sample_source
+
+    rows = [{"model": n, "description": sample_source(n).description, "input": str(sample_source(n).input_shape)} for n in sample_names()]
+    print(pd.DataFrame(rows).to_string(index=False), file=out)
+
+
+def _cmd_profile(args, out) -> None:
+    from optim.profile import profile
+
+    prof = profile(args.model, threads=args.threads)
+    for k, v in prof.summary.items():
+        print(f"{k:>16}: {v}", file=out)
+    print(prof.layers.to_string(index=False), file=out)
+
+
+def _cmd_sweep(args, out) -> None:
+    from tqdm import tqdm
+
+    store = Store()
+    if args.resume is not None:
+        run_id = args.resume
+        store.run(run_id)
+    else:
+        if not args.model:
+            raise ValueError("`--model` is required unless `--resume RUN` is given")
+        grans = [g.strip() for g in args.granularity.split(",") if g.strip()]
+        grid = sw.grid(args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric)
+        settings = sw.Settings(threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress)
+        if args.out is not None:
+            _check_writable(args.out)
+        run_id = sw.create(store, args.model, grid, settings)
+    total = len(store.run(run_id)["spec"]["plans"])
+    print(f"run {run_id}: {total} configs", file=sys.stderr)
+    with tqdm(total=total, initial=len(store.keys(run_id)), unit="config", file=sys.stderr) as bar:
+        def progress(done: int, total: int, row: dict) -> None:
+            bar.n = done
+            bar.set_postfix_str(row.get("label", "")[:40])
+            bar.refresh()
+
+        sw.execute(store, run_id, progress)
+    df = store.results(run_id)
+    print(table(df).to_string(index=False), file=out)
+    if args.out is not None:
+        csv = df.drop(columns=["plan"]).assign(pareto=_pareto_all(df))
+        write_atomic(args.out, csv.to_csv(index=False).encode())
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _pareto_all(df: pd.DataFrame) -> list[bool]:
+    flags = iter(pareto_flags(df))
+    return [next(flags) if pd.notna(a) else False for a in df["accuracy"]]
+
+
+def _check_writable(path: Path) -> None:
+    if path.is_dir() or not path.parent.exists():
+        raise ValueError(f"`--out` must be a file in an existing folder, but got {str(path)!r}")
+
+
+def _cmd_runs(args, out) -> None:
+    runs = Store().runs()
+    print(runs[["id", "model", "status", "results", "created"]].to_string(index=False), file=out)
+
+
+def _cmd_frontier(args, out) -> None:
+    df = _ok_rows(Store().results(args.run), args.run)
+    cons = fr.Constraints(
+        floor=args.floor,
+        relative=args.relative,
+        max_size_bytes=args.max_size_mb * 1e6 if args.max_size_mb else None,
+        max_latency_ms=args.max_latency_ms,
+        prefer=args.prefer,
+    )
+    rec = fr.recommend(df, cons)
+    front = df[fr.frontier(df)]
+    print(table(front).drop(columns=["pareto"]).to_string(index=False), file=out)
+    if rec.key is None:
+        raise ValueError(rec.message)
+    print(rec.message, file=out)
+
+
+def _ok_rows(df: pd.DataFrame, run_id: int) -> pd.DataFrame:
+    if not len(df):
+        raise ValueError(f"run {run_id} has no results")
+    ok = df[df["accuracy"].notna()].reset_index(drop=True)
+    return ok.astype({"accuracy": float, "size_bytes": float, "latency_p50_ms": float})
+
+
+def _cmd_export(args, out) -> None:
+    store = Store()
+    run = store.run(args.run)
+    df = _ok_rows(store.results(args.run), args.run)
+    row = _find(df, args.config)
+    files = export(run, row, args.out)
+    for f in files:
+        print(f, file=out)
+
+
+def _find(df: pd.DataFrame, config: str) -> pd.Series:
+    if config.isdigit():
+        i = int(config)
+        if not 0 <= i < len(df):
+            raise ValueError(f"`0 <= CONFIG < {len(df)}` must hold for a row number, but got {i}")
+        return df.iloc[i]
+    hits = df[(df["label"] == config) | (df["key"] == config)]
+    if not len(hits):
+        raise ValueError(f"no config labelled {config!r}; labels: {', '.join(df['label'])}")
+    return hits.iloc[0]
+
+
+def export(run: dict, row: pd.Series, out_dir: Path) -> list[Path]:
+    """Copy a config's ``model.onnx`` and ``model.optim`` to ``out_dir`` and write ``recipe.json``."""
+    src = Path(row["artifact"])
+    missing = [n for n in ("model.onnx", "model.optim") if not (src / n).is_file()]
+    if missing:
+        raise ValueError(f"artifact files {missing} of {row['label']!r} are gone from {str(src)!r}; re-run the sweep")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name in ("model.onnx", "model.optim"):
+        shutil.copyfile(src / name, out_dir / f".{name}.tmp")
+        (out_dir / f".{name}.tmp").replace(out_dir / name)
+        files.append(out_dir / name)
+    files.append(out_dir / "recipe.json")
+    write_atomic(files[-1], json.dumps(recipe(run, row), indent=2).encode())
+    return files
+
+
+def recipe(run: dict, row: pd.Series) -> dict:
+    """The JSON recipe: plan, model, settings, measured figures and the command that rebuilds it."""
+    plan = row["plan"]
+    figures = {k: row[k] for k in ("accuracy", "acc_low", "acc_high", "agreement", "size_bytes",
+                                   "latency_p50_ms", "latency_p90_ms", "precision", "stored", "backend")}  # fmt: skip
+    return {
+        "model": run["spec"]["model"],
+        "plan": plan,
+        "label": row["label"],
+        "settings": run["spec"]["settings"],
+        "measured": {k: (v.item() if hasattr(v, "item") else v) for k, v in figures.items()},
+        "env": run["env"],
+        "reproduce": reproduce_command(run["spec"]["model"], plan, run["spec"]["settings"]),
+    }
+
+
+def reproduce_command(model: str, plan: list, settings: dict) -> str:
+    return (
+        f"python -m optim build --model {model} --plan '{json.dumps(plan, separators=(',', ':'))}' "
+        f"--threads {settings['threads']} --out DIR"
+    )
+
+
+def _cmd_build(args, out) -> None:
+    import tempfile
+
+    from optim.sources import get_source
+
+    text = Path(args.plan[1:]).read_text() if args.plan.startswith("@") else args.plan
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"`--plan` must be JSON, but got {text[:60]!r} ({e.msg})") from None
+    plan = plans.from_json(data["plan"] if isinstance(data, dict) else data)
+    source = get_source(args.model)
+    settings = sw.Settings(threads=args.threads, seed=args.seed)
+    with tempfile.TemporaryDirectory() as d:
+        _, base_pred = sw.evaluate(source, (), Path(d), settings, None)
+    row, _ = sw.evaluate(source, plan, args.out, settings, base_pred)
+    for k in ("label", "accuracy", "acc_low", "acc_high", "agreement", "size_bytes", "latency_p50_ms", "precision", "stored"):
+        print(f"{k:>15}: {row[k]}", file=out)
+
+
+COMMANDS = {"build": _cmd_build, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
+            "frontier": _cmd_frontier, "export": _cmd_export}  # fmt: skip
+
+
+def main(argv: list[str] | None = None, out=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        COMMANDS[args.cmd](args, out or sys.stdout)
+    except ValueError as e:
+        print(f"optim: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("optim: interrupted; finished rows are kept (resume with --resume RUN)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,298 @@
+"""Pareto frontiers and the "which config ships" recommendation (pure numpy, fast)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MAXIMIZED = frozenset({"accuracy", "acc_low", "acc_high", "agreement"})
+PREFER = ("size", "latency")
+_CHUNK = 128  # candidates resolved per step of the n-D sweep
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Format a byte count with decimal (SI) units, as the chart axis does.
+
+    Example:
+        >>> fmt_bytes(58_200), fmt_bytes(44_700_000), fmt_bytes(512)
+        ('58.2 KB', '44.7 MB', '512 B')
+    """
+    if n is None or not math.isfinite(n):
+        return "n/a"
+    exp = min(int(math.log10(max(abs(n), 1) / 0.99995) // 3), 3)
+    return f"{n:.0f} B" if exp == 0 else f"{n / 1000**exp:.1f} {('KB', 'MB', 'GB')[exp - 1]}"
+
+
+def fmt_pct(x: float | None, digits: int = 1) -> str:
+    """Format a fraction as a percentage, with a space before the sign.
+
+    Example:
+        >>> fmt_pct(0.9725), fmt_pct(0.99, digits=0)
+        ('97.2 %', '99 %')
+    """
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f} %"
+
+
+def fmt_ms(x: float) -> str:
+    """Format milliseconds, e.g. ``fmt_ms(3.14) == "3.1 ms"``."""
+    return f"{x:.2f} ms" if x < 1 else f"{x:.1f} ms" if x < 100 else f"{x:.0f} ms"
+
+
+def _front(u: np.ndarray) -> np.ndarray:
+    """Non-dominated mask of unique, lexsorted, minimized rows.
+
+    Only earlier rows can dominate later ones and column 0 never decides: resolve a block of
+    leading candidates among itself, then drop every later row a new front point dominates.
+    """
+    if u.shape[1] == 2:  # O(n log n): optimal rows set a new running minimum of column 1
+        cummin = np.minimum.accumulate(u[:, 1])
+        return np.concatenate([[True], cummin[1:] < cummin[:-1]])
+    on, rem = np.zeros(len(u), dtype=bool), np.arange(len(u))
+    while rem.size:
+        head, rest = rem[:_CHUNK], rem[_CHUNK:]
+        dom = np.ones((len(head), len(head)), dtype=bool)  # dom[i, j]: j weakly dominates i
+        for d in range(1, u.shape[1]):
+            dom &= u[head, d][None, :] <= u[head, d][:, None]
+        front = head[~np.tril(dom, -1).any(axis=1)]
+        on[front] = True
+        beaten = np.ones((len(rest), len(front)), dtype=bool)
+        for d in range(1, u.shape[1]):
+            beaten &= u[rest, d][:, None] >= u[front, d][None, :]
+        rem = rest[~beaten.any(axis=1)]
+    return on
+
+
+def pareto_mask(values: np.ndarray, minimize: Sequence[bool]) -> np.ndarray:
+    """Mask of the non-dominated rows of ``values`` (rows are points, columns objectives).
+
+    Every objective is turned into lower-is-better, as Optuna does. A row is dominated when
+    another row is no worse in every objective and better in one, so identical points are all
+    non-dominated. ``inf`` is allowed, ``NaN`` is not.
+
+    Args:
+        values: Array of shape ``(n_rows, n_objectives)``.
+        minimize: One flag per column, ``True`` where lower is better.
+
+    Example:
+        >>> pareto_mask(np.array([[0.9, 10.0], [0.8, 20.0], [0.95, 30.0]]), [False, True])
+        array([ True, False,  True])
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or len(minimize) != v.shape[1]:
+        raise ValueError(
+            "`values.shape == (n_rows, len(minimize))` must hold, but got "
+            f"values.shape={v.shape}, len(minimize)={len(minimize)}"
+        )
+    if (nan := np.isnan(v)).any():
+        row, col = (int(i) for i in np.argwhere(nan)[0])
+        raise ValueError(f"`values` must not contain NaN, but got NaN at row {row}, column {col}")
+    if v.size == 0:
+        return np.ones(v.shape[0], dtype=bool)
+    u, inv = np.unique(np.where(minimize, v, -v), axis=0, return_inverse=True)  # lexsorted
+    return _front(u)[inv.reshape(-1)]
+
+
+def _cols(df: pd.DataFrame, cols: Sequence[str], also: Sequence[str] = ()) -> list[np.ndarray]:
+    if missing := [c for c in (*also, *cols) if c not in df.columns]:
+        raise ValueError(f"`df` must have columns {[*also, *cols]}, but got missing={missing}")
+    return [df[c].to_numpy(dtype=float, na_value=np.nan) for c in cols]
+
+
+def frontier(
+    df: pd.DataFrame, objectives: Sequence[str] = ("accuracy", "size_bytes", "latency_p50_ms")
+) -> np.ndarray:
+    """Mask of the rows of ``df`` on the Pareto frontier of ``objectives``.
+
+    Columns in ``MAXIMIZED`` (accuracy, its CI bounds, agreement) are maximized, all others
+    minimized. Rows with a NaN objective (e.g. latency not measured) are never on the frontier.
+
+    Args:
+        df: Result rows.
+        objectives: Column names; two give a 2-D projection, e.g. ``("accuracy", "size_bytes")``.
+
+    Example:
+        >>> frontier(df, ("accuracy", "latency_p50_ms"))  # doctest: +SKIP
+    """
+    if len(objectives) == 0:
+        raise ValueError(f"`len(objectives) >= 1` must hold, but got objectives={objectives!r}")
+    v = np.column_stack(_cols(df, objectives)).reshape(len(df), len(objectives))
+    ok = ~np.isnan(v).any(axis=1)
+    mask = np.zeros(len(df), dtype=bool)
+    mask[ok] = pareto_mask(v[ok], [c not in MAXIMIZED for c in objectives])
+    return mask
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What the product manager asks for.
+
+    Args:
+        floor: Accuracy floor in ``[0, 1]``; with ``relative``, a fraction of the baseline's
+            accuracy in ``(0, 1.5]`` (``0.99`` = 99 % of baseline).
+        relative: Whether ``floor`` is relative to the baseline row.
+        max_size_bytes: Size budget (bytes on disk), ``None`` for none.
+        max_latency_ms: p50 latency budget (ms), ``None`` for none.
+        prefer: What the recommendation minimizes, ``"size"`` or ``"latency"``.
+
+    Example:
+        >>> Constraints(floor=0.99, relative=True, max_latency_ms=5.0, prefer="latency")
+    """
+
+    floor: float
+    relative: bool = False
+    max_size_bytes: float | None = None
+    max_latency_ms: float | None = None
+    prefer: str = "size"
+
+    def __post_init__(self) -> None:
+        if self.relative and not 0 < self.floor <= 1.5:
+            raise ValueError(f"`0 < floor <= 1.5` must hold, but got floor={self.floor}")
+        if not self.relative and not 0 <= self.floor <= 1:
+            raise ValueError(f"`0 <= floor <= 1` must hold, but got floor={self.floor}")
+        for name in ("max_size_bytes", "max_latency_ms"):
+            if (budget := getattr(self, name)) is not None and not budget > 0:
+                raise ValueError(f"`{name} > 0` must hold, but got {name}={budget}")
+        if self.prefer not in PREFER:
+            raise ValueError(f"`prefer in {PREFER}` must hold, but got prefer={self.prefer!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Recommendation:
+    """The outcome of :func:`recommend`.
+
+    Args:
+        key: The config to ship, ``None`` when nothing qualifies.
+        feasible: Read-only bool mask over the rows: reaches the floor and fits every budget.
+        floor_value: The absolute accuracy floor applied (NaN when there are no rows).
+        closest_key: When nothing qualifies, the config that comes closest.
+        message: One or two plain-English sentences for a non-engineer.
+        size_ratio: Baseline size / recommended size (``11.3`` = 11.3x smaller), or ``None``.
+        speedup: Baseline p50 / recommended p50 (``2.9`` = 2.9x faster), or ``None``.
+        constraints: The constraints it answers (charts draw the budgets from them).
+
+    Example:
+        >>> recommend(df, Constraints(0.97)).message  # doctest: +SKIP
+    """
+
+    key: str | None
+    feasible: np.ndarray
+    floor_value: float
+    closest_key: str | None
+    message: str
+    size_ratio: float | None = None
+    speedup: float | None = None
+    constraints: Constraints | None = None
+
+
+def baseline_index(df: pd.DataFrame) -> int | None:
+    """Position of the first ``is_baseline`` row of ``df``, ``None`` when there is none."""
+    if "is_baseline" not in df.columns or not len(df):
+        return None
+    hits = np.flatnonzero(df["is_baseline"].fillna(False).to_numpy(dtype=bool))
+    return int(hits[0]) if hits.size else None
+
+
+def _pick(mask: np.ndarray, primary: np.ndarray, acc: np.ndarray, keys: np.ndarray) -> int:
+    """Index minimizing ``primary`` among ``mask``, then maximizing accuracy, then by key."""
+    idx = np.flatnonzero(mask)
+    for col in (primary, -acc):
+        if not np.isnan(v := col[idx]).all():
+            idx = idx[v == np.nanmin(v)]
+    return int(min(idx, key=lambda i: keys[i]))
+
+
+def _vs(base: float, val: float, more: str, less: str, same: str) -> tuple[float | None, str]:
+    """Ratio ``base / val`` and its wording, e.g. ``(2.9, "2.9x faster")``."""
+    r = base / val if math.isfinite(base) and math.isfinite(val) and val > 0 else None
+    if r is None or abs(r - 1) < 0.05:
+        return r, "" if r is None else same
+    return r, f"{r:.1f}x {more}" if r > 1 else f"{1 / r:.1f}x {less}"
+
+
+def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
+    """Recommend the config to ship under ``constraints``.
+
+    Feasible rows reach the accuracy floor and fit every budget; among them the smallest
+    (``prefer="size"``) or fastest (``prefer="latency"``) wins, ties broken by higher accuracy
+    then by key. When nothing is feasible, ``closest_key`` is the row with the least normalized
+    shortfall (sum of the relative misses of the floor and of each budget).
+
+    Args:
+        df: Result rows (``key``, ``accuracy``, ``size_bytes``, ``latency_p50_ms``; ``label``,
+            ``is_baseline``, ``acc_low`` and ``acc_high`` are used when present).
+        constraints: Floor, budgets and preference.
+
+    Example:
+        >>> rec = recommend(df, Constraints(floor=0.99, relative=True))  # doctest: +SKIP
+    """
+    c, n = constraints, len(df)
+    if not n:
+        msg = "No results yet: run an optimization to get a recommendation."
+        floor = math.nan if c.relative else float(c.floor)
+        return Recommendation(None, np.zeros(0, dtype=bool), floor, None, msg, constraints=c)
+    acc, size, lat = _cols(df, ["accuracy", "size_bytes", "latency_p50_ms"], also=["key"])
+    keys = df["key"].astype(str).to_numpy()
+    labels = df["label"].astype(str).to_numpy() if "label" in df.columns else keys
+    b = baseline_index(df)
+    floor, floor_txt = float(c.floor), fmt_pct(c.floor)
+    if c.relative:
+        if b is None or not math.isfinite(acc[b]):
+            raise ValueError("a relative floor needs a baseline row with a measured accuracy")
+        floor = float(c.floor * acc[b])
+        floor_txt = f"{fmt_pct(floor)} ({100 * c.floor:g} % of baseline)"
+    lims = (
+        (size, c.max_size_bytes, "size", fmt_bytes),
+        (lat, c.max_latency_ms, "latency", fmt_ms),
+    )
+    budgets = [t for t in lims if t[1] is not None]  # (values, limit, name, formatter)
+    with np.errstate(invalid="ignore"):
+        acc_ok = acc >= floor - 1e-12
+        over = np.zeros(n)  # summed relative overshoot of the budgets
+        for v, lim, *_ in budgets:
+            over += np.where(np.isnan(v), np.inf, np.clip(v / lim - 1, 0, None))
+    feasible = acc_ok & (over == 0)
+    feasible.setflags(write=False)
+    budget_txt = " and ".join(f"{fmt(lim)} {name} budget" for _, lim, name, fmt in budgets)
+    if feasible.any():
+        i = _pick(feasible, size if c.prefer == "size" else lat, acc, keys)
+        base = (size[b], lat[b]) if b is not None else (math.nan, math.nan)
+        size_ratio, smaller = _vs(base[0], size[i], "smaller", "larger", "about the same size")
+        speedup, faster = _vs(base[1], lat[i], "faster", "slower", "about as fast")
+        lo, hi = (float(df[k].iloc[i]) if k in df else math.nan for k in ("acc_low", "acc_high"))
+        ci = f" (95 % CI {100 * lo:.1f}-{fmt_pct(hi)})" if math.isfinite(lo + hi) else ""
+        where = f"At a floor of {floor_txt}" + (f" within the {budget_txt}" if budgets else "")
+        facts = [t for t in (smaller, faster) if t] or [fmt_bytes(size[i]), fmt_ms(lat[i])]
+        msg = (
+            f"{where}, {int(feasible.sum())} of {n} configs qualify; ship `{labels[i]}`, the "
+            f"{'smallest' if c.prefer == 'size' else 'fastest'}: {', '.join(facts)}, accuracy "
+            f"{fmt_pct(acc[i])}{ci}."
+        )
+        if i == b:
+            msg = f"{where}, no optimized config beats the baseline: keep `{labels[i]}` as is."
+        elif ci and lo < floor:
+            msg += " Its 95 % CI dips below the floor, so the margin is within noise."
+        return Recommendation(keys[i], feasible, floor, None, msg, size_ratio, speedup, c)
+
+    miss = np.clip(1 - acc / floor, 0, None) if floor else np.zeros(n)
+    short = over + np.where(np.isnan(acc), np.inf, miss)  # normalized shortfall
+    if not np.isfinite(short).any():
+        msg = f"No config has a complete measurement to compare against {floor_txt} yet."
+        return Recommendation(None, feasible, floor, None, msg, constraints=c)
+    j = _pick(np.isfinite(short), short, acc, keys)
+    gap = 100 * (floor - acc[j])
+    misses = [] if acc_ok[j] else [f"{gap:.{2 if gap < 0.1 else 1}f} points short"]
+    for v, lim, name, fmt in budgets:
+        if not v[j] <= lim:
+            misses.append(f"{fmt(v[j] - lim)} over the {name} budget")
+    head = f"No config reaches {floor_txt}"
+    if acc_ok.any():
+        head = f"{acc_ok.sum()} of {n} configs reach {floor_txt}, none within the {budget_txt}"
+    msg = (
+        f"{head}; the closest is `{labels[j]}` at {fmt_pct(acc[j])}, {fmt_bytes(size[j])}, "
+        f"{fmt_ms(lat[j])} p50 ({', '.join(misses)}). Relax the floor or a budget to get one."
+    )
+    return Recommendation(None, feasible, floor, keys[j], msg, constraints=c)

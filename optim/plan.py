@@ -1,0 +1,125 @@
+"""Plans: ordered tuples of technique configs, and the registry that applies them.
+
+A technique is a frozen config dataclass plus an apply function, registered by config type. Its
+*stage* says what it transforms: ``"torch"`` techniques take and return a ``torch.nn.Module``
+(structured pruning, fine-tuning), ``"graph"`` techniques take and return an
+:class:`~optim.artifact.Graph` (weight quantization, int8 execution, unstructured pruning). In a
+plan every torch-stage step comes before every graph-stage step: the model is exported once,
+in between.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+STAGES = ("torch", "graph")
+
+
+@dataclass(frozen=True)
+class Technique:
+    config: type
+    stage: str
+    family: str
+    apply: Callable[..., Any]
+
+
+REGISTRY: dict[str, Technique] = {}
+
+Plan = tuple  # tuple of config dataclass instances, applied left to right
+
+
+def technique(config: type, stage: str, family: str) -> Callable[[Callable], Callable]:
+    """Register ``apply(obj, config, ctx) -> new obj`` for ``config``'s type."""
+    if stage not in STAGES:
+        raise ValueError(f"`stage` must be one of {STAGES}, but got stage={stage!r}")
+
+    def register(fn: Callable) -> Callable:
+        REGISTRY[config.__name__] = Technique(config, stage, family, fn)
+        return fn
+
+    return register
+
+
+def _technique(cfg: object) -> Technique:
+    name = type(cfg).__name__
+    if name not in REGISTRY:
+        raise ValueError(f"unknown technique {name!r}; registered: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def validate(plan: Sequence[object]) -> tuple:
+    """Return ``plan`` as a tuple, checking that torch-stage steps precede graph-stage steps."""
+    plan = tuple(plan)
+    stages = [_technique(c).stage for c in plan]
+    if "graph" in stages and "torch" in stages[stages.index("graph") :]:
+        raise ValueError(
+            "torch-stage steps must come before graph-stage steps, but got plan "
+            f"{label(plan)!r} (stages {stages})"
+        )
+    return plan
+
+
+def to_json(plan: Sequence[object]) -> list[dict]:
+    """``[{"technique": "Quantize", "bits": 4, ...}, ...]``: the recipe form of a plan."""
+    return [{"technique": type(c).__name__, **dataclasses.asdict(c)} for c in plan]
+
+
+def from_json(items: Sequence[dict]) -> tuple:
+    """Inverse of :func:`to_json` (validates every config through its ``__post_init__``)."""
+    plan = []
+    for item in items:
+        item = dict(item)
+        name = item.pop("technique", None)
+        if name not in REGISTRY:
+            raise ValueError(f"unknown technique {name!r}; registered: {sorted(REGISTRY)}")
+        plan.append(REGISTRY[name].config(**item))
+    return validate(plan)
+
+
+def key(plan: Sequence[object]) -> str:
+    """A canonical string identifying the plan (stable across runs and processes)."""
+    return json.dumps(to_json(plan), sort_keys=True, separators=(",", ":"))
+
+
+def label(plan: Sequence[object]) -> str:
+    """A short human-readable name, e.g. ``"prune 50% + int4 w/channel"``."""
+    return " + ".join(c.label for c in plan) or "fp32 baseline"
+
+
+def family(plan: Sequence[object]) -> str:
+    """The plan's technique family for colouring: the last step's family, or "baseline"."""
+    return _technique(plan[-1]).family if plan else "baseline"
+
+
+def split(plan: Sequence[object]) -> tuple[tuple, tuple]:
+    """(torch-stage steps, graph-stage steps)."""
+    plan = validate(plan)
+    n = sum(1 for c in plan if _technique(c).stage == "torch")
+    return plan[:n], plan[n:]
+
+
+def apply(obj: Any, plan: Sequence[object], ctx: Any) -> Any:
+    """Apply every step of ``plan`` in order; the input is never mutated.
+
+    Example:
+        >>> small = apply(graph, (Prune(0.5), Quantize(bits=4)), ctx)  # doctest: +SKIP
+    """
+    for cfg in validate(plan):
+        if _technique(cfg).stage == "torch":
+            obj = copy.deepcopy(obj)
+        obj = _technique(cfg).apply(obj, cfg, ctx)
+    return obj
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a technique may read besides the model: the source's data, a seed, the CPU."""
+
+    source: Any  # optim.sources.ModelSource
+    seed: int = 0
+    cpu: dict = dataclasses.field(default_factory=dict)

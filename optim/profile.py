@@ -1,0 +1,126 @@
+"""Profile a model: parameters, FLOPs (torch.utils.flop_counter) and a per-layer table with each
+layer's share of measured ONNX Runtime time (from ORT's own profiler on the fp32 artifact)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from optim import measure
+from optim.sources import ModelSource, get_source
+
+
+@dataclass(frozen=True)
+class Profile:
+    summary: dict  # params, flops, baseline accuracy / size / latency
+    layers: pd.DataFrame  # layer, type, params, flops, latency_share
+
+
+def _group(scopes: list[str]) -> str:
+    """Module path at table depth: ['', 'layer1', 'layer1.0', 'layer1.0.conv1', op] -> 'layer1.0'.
+
+    Top-level modules are rows, except containers of numbered blocks, whose blocks are rows.
+    """
+    names = [s for s in scopes[1:-1] if s]  # drop the root '' and the op itself
+    if not names:
+        return "(other)"
+    if len(names) > 1 and names[1].removeprefix(names[0] + ".").isdigit():
+        return names[1]
+    return names[0]
+
+
+def _torch_layers(model, example: np.ndarray) -> pd.DataFrame:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.from_numpy(np.array(example, np.float32)))
+    flops = {k.split(".", 1)[1]: sum(v.values()) for k, v in counter.get_flop_counts().items() if "." in k}
+    rows = []
+    for name, mod in model.named_modules():
+        if not name or name.count(".") > 1 or (name.count(".") == 1 and not name.split(".")[1].isdigit()):
+            continue
+        children = list(mod.children())
+        if name.count(".") == 0 and children and all(n.isdigit() for n, _ in mod.named_children()):
+            continue  # a Sequential of blocks: list its blocks instead
+        rows.append({
+            "layer": name,
+            "type": type(mod).__name__,
+            "params": sum(p.numel() for p in mod.parameters()),
+            "flops": float(flops.get(name, 0.0)),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _ort_times(onnx_path: Path, example: np.ndarray, threads: int, runs: int = 30) -> dict[str, float]:
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(onnx_path)
+    scopes = {}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        raw = meta.get("pkg.torch.onnx.name_scopes")
+        scopes[node.name] = _group(ast.literal_eval(raw)) if raw else node.op_type
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(d) / "prof")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # keep node names
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: example}
+        for _ in range(runs):
+            sess.run(None, feed)
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    times: dict[str, float] = defaultdict(float)
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            node = ev["name"].removesuffix("_kernel_time")
+            times[scopes.get(node, "(other)")] += ev.get("dur", 0)
+    total = sum(times.values()) or 1.0
+    return {k: v / total for k, v in times.items()}
+
+
+def profile(model: str | ModelSource, threads: int = 1) -> Profile:
+    """Params, FLOPs, baseline figures and the per-layer table of a model.
+
+    Example:
+        >>> p = profile("digits_cnn")  # doctest: +SKIP
+        >>> p.layers.columns.tolist()  # doctest: +SKIP
+        ['layer', 'type', 'params', 'flops', 'latency_share']
+    """
+    from optim.sweep import Settings, evaluate
+
+    source = model if isinstance(model, ModelSource) else get_source(model)
+    with tempfile.TemporaryDirectory() as d:
+        row, _ = evaluate(source, (), Path(d), Settings(threads=threads), None)
+        shares = _ort_times(Path(d) / "model.onnx", source.example, threads)
+    if source.build is not None:
+        layers = _torch_layers(source.build(), source.example)
+        layers["latency_share"] = layers["layer"].map(shares).astype(float)
+    else:
+        layers = pd.DataFrame({"layer": list(shares), "latency_share": list(shares.values())})
+        layers["type"], layers["params"], layers["flops"] = "", np.nan, np.nan
+    summary = {
+        "model": source.name,
+        "params": row["params"],
+        "flops": row["flops"],
+        "accuracy": row["accuracy"],
+        "acc_low": row["acc_low"],
+        "acc_high": row["acc_high"],
+        "size_bytes": row["size_bytes"],
+        "onnx_bytes": row["onnx_bytes"],
+        "latency_p50_ms": row["latency_p50_ms"],
+        "latency_p90_ms": row["latency_p90_ms"],
+        "backend": row["backend"],
+        "threads": threads,
+    }
+    return Profile(summary, layers[["layer", "type", "params", "flops", "latency_share"]])

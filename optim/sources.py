@@ -1,0 +1,162 @@
+"""Model sources: where a model comes from and how it is judged.
+
+A source bundles a fp32 model (a torch builder, or an ONNX file), its data splits and a metric.
+The splits are disjoint: ``train`` fits the model, ``calib`` calibrates quantization, ``test`` is
+held out and used only for the accuracy the dashboard shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("top1", "agreement")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One data split: inputs ``x`` (N, *input_shape) float32 and labels ``y`` (N,) int64 or None."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.y is not None and len(self.y) != len(self.x):
+            raise ValueError(
+                f"`len(x) == len(y)` must hold, but got len(x)={len(self.x)}, len(y)={len(self.y)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model plus the data that judges it.
+
+    Exactly one of ``build`` (returns a trained fp32 ``torch.nn.Module`` in eval mode, a fresh copy
+    on every call) and ``onnx_path`` is set. ``metric`` is ``"top1"`` when the test split has
+    labels, else ``"agreement"`` (agreement with the baseline's own predictions).
+    """
+
+    name: str
+    description: str
+    splits: dict[str, Split]
+    build: Callable[[], object] | None = None
+    onnx_path: Path | None = None
+    metric: str = "top1"
+    family: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.onnx_path is None):
+            raise ValueError(
+                f"exactly one of `build` and `onnx_path` must be set, but got "
+                f"build={self.build!r}, onnx_path={self.onnx_path!r}"
+            )
+        if self.metric not in METRICS:
+            raise ValueError(f"`metric` must be one of {METRICS}, but got metric={self.metric!r}")
+        for name in ("calib", "test"):
+            if name not in self.splits:
+                raise ValueError(f"split {name!r} is required, but got splits={list(self.splits)}")
+        if self.metric == "top1" and self.splits["test"].y is None:
+            raise ValueError(f"metric 'top1' needs test labels, but source {self.name!r} has none")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, without the batch axis."""
+        return tuple(self.splits["test"].x.shape[1:])
+
+    @property
+    def example(self) -> np.ndarray:
+        """One test example with a batch axis of 1: (1, *input_shape)."""
+        return self.splits["test"].x[:1]
+
+
+def sample_names() -> list[str]:
+    """Names of the bundled sample models."""
+    import sample_models
+
+    return list(sample_models.SAMPLES)
+
+
+@functools.lru_cache(maxsize=16)
+def sample_source(name: str) -> ModelSource:
+    """The bundled sample model ``name`` as a source (weights trained by ``sample_models``)."""
+    import sample_models
+
+    if name not in sample_models.SAMPLES:
+        raise ValueError(
+            f"unknown model {name!r}; `model` must be one of {sorted(sample_models.SAMPLES)}"
+        )
+    spec = sample_models.SAMPLES[name]
+    return ModelSource(
+        name=name,
+        description=spec.description,
+        splits=sample_models.load_splits(name),
+        build=functools.partial(sample_models.build, name),
+        metric="top1",
+        family=spec.family,
+    )
+
+
+def onnx_source(onnx_path: str | Path, data_path: str | Path, name: str | None = None) -> ModelSource:
+    """A bring-your-own model: an ONNX file plus an ``.npz`` with its data.
+
+    The ``.npz`` holds ``x_test`` and ``x_calib`` (float32, batch first) and optionally ``y_test``
+    (int labels); without labels the metric is agreement with the baseline's predictions. It is
+    read with ``allow_pickle=False``: an uploaded file is never unpickled.
+
+    Example:
+        >>> src = onnx_source("model.onnx", "data.npz")  # doctest: +SKIP
+    """
+    onnx_path, data_path = Path(onnx_path), Path(data_path)
+    for p in (onnx_path, data_path):
+        if not p.is_file():
+            raise ValueError(f"file {str(p)!r} does not exist")
+    try:
+        with np.load(data_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
+        raise ValueError(f"{str(data_path)!r} is not a readable .npz file ({e})") from None
+    for key in ("x_test", "x_calib"):
+        if key not in arrays:
+            raise ValueError(f"{str(data_path)!r} must hold array {key!r}, but has {sorted(arrays)}")
+    y = arrays.get("y_test")
+    splits = {
+        "calib": Split(arrays["x_calib"].astype(np.float32)),
+        "test": Split(arrays["x_test"].astype(np.float32), None if y is None else y.astype(np.int64)),
+    }
+    return ModelSource(
+        name=name or onnx_path.stem,
+        description=f"ONNX file {onnx_path.name} with data {data_path.name}",
+        splits=splits,
+        onnx_path=onnx_path,
+        metric="top1" if y is not None else "agreement",
+        family="onnx",
+        meta={"onnx_path": str(onnx_path), "data_path": str(data_path)},
+    )
+
+
+def get_source(spec: str) -> ModelSource:
+    """Resolve a model spec: a sample name, or ``path/model.onnx:path/data.npz``."""
+    if spec.endswith(".npz") and ".onnx:" in spec:
+        onnx_path, data_path = spec.rsplit(":", 1)
+        return onnx_source(onnx_path, data_path)
+    return sample_source(spec)
+
+
+def source_spec(source: ModelSource) -> str:
+    """The string that :func:`get_source` turns back into ``source`` (to cross processes)."""
+    if source.onnx_path is not None:
+        return f"{source.meta['onnx_path']}:{source.meta['data_path']}"
+    return source.name
+
+
+def describe(source: ModelSource) -> str:
+    return json.dumps({"name": source.name, "metric": source.metric, "shape": source.input_shape})

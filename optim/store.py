@@ -1,0 +1,184 @@
+"""The run store: runs and their result rows, in SQLAlchemy (a SQLite file by default).
+
+``OPTIM_DB_URL`` (a SQLAlchemy URL) overrides the default ``sqlite:///$OPTIM_HOME/runs.db``;
+``OPTIM_HOME`` (default ``~/.optim``) also holds artifacts and caches. Each result row is
+committed on its own, so a sweep killed at any point keeps every finished row; a unique
+(run, key) constraint makes duplicates impossible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+RESULT_COLUMNS = (
+    "key", "label", "family", "is_baseline", "accuracy", "acc_low", "acc_high", "agreement",
+    "size_bytes", "onnx_bytes", "latency_p50_ms", "latency_p90_ms", "latency_cv", "latency_runs",
+    "backend", "precision", "stored", "params", "flops", "threads", "seconds", "measured",
+)  # fmt: skip
+
+
+def home() -> Path:
+    """``OPTIM_HOME`` (default ``~/.optim``): artifacts, caches and the default database."""
+    return Path(os.environ.get("OPTIM_HOME") or Path.home() / ".optim")
+
+
+def db_url() -> str:
+    return os.environ.get("OPTIM_DB_URL") or f"sqlite:///{home() / 'runs.db'}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done|failed|cancelled
+    spec: Mapped[dict] = mapped_column(JSON)  # plans, threads, seed, jobs: everything to resume
+    env: Mapped[dict] = mapped_column(JSON, default=dict)  # cpu flags, library versions
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+
+
+class Result(Base):
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(Text)
+    plan: Mapped[list] = mapped_column(JSON)
+    row: Mapped[dict] = mapped_column(JSON)  # the measured figures and labels (RESULT_COLUMNS)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+class Store:
+    """A handle on the run store.
+
+    Example:
+        >>> store = Store("sqlite:///:memory:")
+        >>> run_id = store.create_run("digits_cnn", {"plans": []})
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or db_url()
+        try:
+            if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
+                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(self.url, connect_args=_connect_args(self.url))
+            if self.url.startswith("sqlite"):
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except (OSError, SQLAlchemyError) as e:
+            reason = str(e.orig if hasattr(e, "orig") else e).splitlines()[0]
+            raise ValueError(f"run store {self.url!r} is not writable ({reason})") from None
+
+    def create_run(self, model: str, spec: dict, env: dict | None = None) -> int:
+        with Session(self.engine) as s, s.begin():
+            run = Run(model=model, spec=spec, env=env or {}, status="pending")
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def run(self, run_id: int) -> dict:
+        with Session(self.engine) as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise ValueError(f"run {run_id} does not exist in {self.url!r}")
+            return _as_dict(run)
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, newest first, with their result counts."""
+        with Session(self.engine) as s:
+            runs = s.scalars(select(Run).order_by(Run.id.desc())).all()
+            counts = dict(_counts(s))
+            rows = [{**_as_dict(r), "results": counts.get(r.id, 0)} for r in runs]
+        return pd.DataFrame(rows, columns=["id", "model", "status", "created", "updated", "results", "error", "pid", "spec", "env"])
+
+    def set_status(self, run_id: int, status: str, error: str | None = None, pid: int | None = None) -> None:
+        with Session(self.engine) as s, s.begin():
+            run = s.get(Run, run_id)
+            if run is None:
+                raise ValueError(f"run {run_id} does not exist in {self.url!r}")
+            run.status, run.error = status, error
+            if pid is not None:
+                run.pid = pid
+
+    def delete_run(self, run_id: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(Result).where(Result.run_id == run_id))
+            s.execute(delete(Run).where(Run.id == run_id))
+
+    def add_result(self, run_id: int, key: str, plan: list, row: dict) -> bool:
+        """Insert one row (committed at once); returns False if the key was already stored."""
+        with Session(self.engine) as s:
+            s.add(Result(run_id=run_id, key=key, plan=plan, row=_jsonable(row),
+                         accuracy=row.get("accuracy"), size_bytes=row.get("size_bytes"),
+                         latency_p50_ms=row.get("latency_p50_ms")))  # fmt: skip
+            try:
+                s.commit()
+            except SQLAlchemyError:
+                s.rollback()
+                return False
+        return True
+
+    def keys(self, run_id: int) -> set[str]:
+        with Session(self.engine) as s:
+            return set(s.scalars(select(Result.key).where(Result.run_id == run_id)))
+
+    def results(self, run_id: int) -> pd.DataFrame:
+        """The run's rows as a DataFrame with :data:`RESULT_COLUMNS` plus ``plan``."""
+        with Session(self.engine) as s:
+            found = s.execute(
+                select(Result.row, Result.plan).where(Result.run_id == run_id).order_by(Result.id)
+            ).all()
+        df = pd.DataFrame([{**row, "plan": plan} for row, plan in found])
+        for col in RESULT_COLUMNS:
+            if col not in df:
+                df[col] = pd.Series(dtype=object)
+        return df
+
+
+def _counts(s: Session) -> list[tuple[int, int]]:
+    from sqlalchemy import func
+
+    return list(s.execute(select(Result.run_id, func.count()).group_by(Result.run_id)).all())
+
+
+def _as_dict(run: Run) -> dict[str, Any]:
+    return {c: getattr(run, c) for c in ("id", "model", "status", "created", "updated", "error", "pid", "spec", "env")}
+
+
+def _jsonable(row: dict) -> dict:
+    return json.loads(json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _connect_args(url: str) -> dict:
+    return {"timeout": 30} if url.startswith("sqlite") else {}
+
+
+def _sqlite_pragmas(conn, _record) -> None:
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (the dashboard) never block the sweep
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,303 @@
+"""Sweeps: build and measure every plan of a grid, streaming each row into the run store.
+
+Each config is built (torch-stage steps, ONNX export, graph-stage steps), written as an artifact
+and measured from that artifact alone. Configs run in parallel worker processes; latency is timed
+under a lock so that concurrent workers never share a core while a clock is running. A resumed
+run computes only the configs whose rows are missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import hashlib
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from optim import measure, plan as plans
+from optim.artifact import Graph, export_onnx, write_artifact
+from optim.sources import ModelSource, get_source, source_spec
+from optim.store import Store, home
+from optim.techniques import DynamicInt8, Int4MatMul, Int8, Prune, Quantize, StructuredPrune
+
+INT8_MODES = ("static", "dynamic", "weight")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a sweep measures; stored with the run so a resume measures the same way."""
+
+    threads: int = 1  # intra-op threads for latency; 1 = the embedded/edge worst case
+    seed: int = 0
+    jobs: int = 0  # worker processes; 0 = one per core, capped by the number of configs
+    compress: bool = True  # zstd over the packed artifact (entropy coding)
+    min_seconds: float = 0.5  # latency: time at least this long (and >= 50 runs)
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"`threads >= 1` must hold, but got threads={self.threads}")
+        if self.jobs < 0:
+            raise ValueError(f"`jobs >= 0` must hold, but got jobs={self.jobs}")
+
+
+def grid(
+    bits: Sequence[int] = (2, 3, 4, 5, 6, 8, 16, 32),
+    sparsity: Sequence[float] = (0.0, 0.5, 0.75, 0.9),
+    structured: bool = False,
+    granularity: Sequence[str] = ("channel",),
+    int8: str = "static",
+    symmetric: bool = True,
+) -> list[tuple]:
+    """The cross product bits x sparsity x granularity as plans (prune first, then quantize).
+
+    ``bits`` 32 is fp32 (no quantization), 16 float16 storage, 8 int8 executed by ONNX Runtime
+    (``int8="static"``: calibrated QDQ; ``"dynamic"``: dynamic int8 Linear; ``"weight"``:
+    8-bit stored, fp32 executed), 2-7 bit-packed weights executed in fp32.
+
+    Example:
+        >>> len(grid(bits=(4, 32), sparsity=(0.0, 0.5)))
+        4
+    """
+    for b in bits:
+        if not (2 <= b <= 8 or b in (16, 32)):
+            raise ValueError(f"`2 <= bits <= 8 or bits in (16, 32)` must hold, but got bits={b}")
+    for s in sparsity:
+        if not 0 <= s < 1:
+            raise ValueError(f"`0 <= sparsity < 1` must hold, but got sparsity={s}")
+    if int8 not in INT8_MODES:
+        raise ValueError(f"`int8` must be one of {INT8_MODES}, but got int8={int8!r}")
+    out: dict[str, tuple] = {}
+    for s in sparsity:
+        prune = () if s == 0 else ((StructuredPrune(s),) if structured else (Prune(s),))
+        for b in bits:
+            for g in granularity:
+                if b == 32:
+                    q: tuple = ()
+                elif b == 8 and int8 == "static":
+                    q = (Int8(granularity=g),)
+                elif b == 8 and int8 == "dynamic":
+                    q = (DynamicInt8(),)
+                else:
+                    q = (Quantize(bits=b, granularity=g, symmetric=symmetric),)
+                p = prune + q
+                out.setdefault(plans.key(p), p)
+    if not out:
+        raise ValueError("the grid is empty: give at least one bit-width and one sparsity")
+    return list(out.values())
+
+
+# ------------------------------------------------------------------ building and measuring
+
+
+@functools.lru_cache(maxsize=8)
+def _torch_graph(spec: str, torch_key: str) -> tuple[Graph, float | None]:
+    """The exported graph (and FLOPs) for the source after the torch-stage steps of a plan."""
+    source = get_source(spec)
+    torch_steps = plans.from_json(json.loads(torch_key))
+    if source.onnx_path is not None:
+        if torch_steps:
+            raise ValueError(
+                f"{plans.label(torch_steps)!r} needs a torch model, but {source.name!r} is an ONNX file"
+            )
+        import onnx
+
+        return Graph(onnx.load(source.onnx_path), {}), None
+    model = plans.apply(source.build(), torch_steps, plans.Context(source, cpu=measure.cpu_info()))
+    return Graph(export_onnx(model, source.example), {}), _flops(model, source.example)
+
+
+def _flops(model, example: np.ndarray) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.from_numpy(np.array(example, np.float32)))
+    return float(counter.get_total_flops())
+
+
+def build(source: ModelSource, plan: Sequence[object], seed: int = 0) -> tuple[Graph, float | None]:
+    """Apply ``plan`` to ``source``: torch-stage steps, ONNX export, then graph-stage steps."""
+    torch_steps, graph_steps = plans.split(plan)
+    base, flops = _torch_graph(source_spec(source), plans.key(torch_steps))
+    ctx = plans.Context(source, seed=seed, cpu=measure.cpu_info())
+    return plans.apply(base, graph_steps, ctx), flops
+
+
+def evaluate(
+    source: ModelSource,
+    plan: Sequence[object],
+    out_dir: Path,
+    settings: Settings,
+    baseline_pred: np.ndarray | None,
+    lock=None,
+) -> tuple[dict, np.ndarray]:
+    """Build, write and measure one config; returns (row, predictions on the test split)."""
+    t0 = time.perf_counter()
+    graph, flops = build(source, plan, settings.seed)
+    sizes = write_artifact(graph, out_dir, compress=settings.compress)
+    sess = measure.session(out_dir / "model.onnx", settings.threads)  # the written artifact only
+    test = source.splits["test"]
+    pred = measure.predict(sess, test.x).argmax(axis=1)
+    agree = None if baseline_pred is None else float(np.mean(pred == baseline_pred))
+    if source.metric == "top1":
+        acc, lo, hi = measure.accuracy_ci(pred == test.y, seed=settings.seed)
+    else:
+        ref = pred if baseline_pred is None else baseline_pred
+        acc, lo, hi = measure.accuracy_ci(pred == ref, seed=settings.seed)
+    with lock if lock is not None else _nolock():
+        lat = measure.latency(sess, source.example, min_seconds=settings.min_seconds)
+    params = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer)
+    row = {
+        "key": plans.key(plan),
+        "label": plans.label(plan),
+        "family": plans.family(plan),
+        "is_baseline": len(plan) == 0,
+        "accuracy": acc,
+        "acc_low": lo,
+        "acc_high": hi,
+        "agreement": agree if agree is not None else 1.0,
+        **sizes,
+        "latency_p50_ms": lat.p50_ms,
+        "latency_p90_ms": lat.p90_ms,
+        "latency_cv": lat.cv,
+        "latency_runs": lat.runs,
+        "backend": measure.BACKEND,
+        "precision": graph.precision,
+        "stored": graph.stored + (" + zstd" if settings.compress else ""),
+        "params": params,
+        "flops": flops,
+        "threads": settings.threads,
+        "seconds": time.perf_counter() - t0,
+        "measured": "accuracy, size, latency measured on the artifact; flops counted on the torch model",
+        "artifact": str(out_dir),
+    }
+    return row, pred
+
+
+class _nolock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(spec: str, settings: Settings, baseline_pred, lock) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred, lock=lock)
+
+
+def _work(plan_json: list, out_dir: str) -> tuple[str, list, dict]:
+    plan = plans.from_json(plan_json)
+    try:
+        row, _ = evaluate(_WORKER["source"], plan, Path(out_dir), _WORKER["settings"],
+                          _WORKER["pred"], _WORKER["lock"])  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - a failing config becomes a row that says why
+        row = {"key": plans.key(plan), "label": plans.label(plan), "family": plans.family(plan),
+               "is_baseline": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}  # fmt: skip
+    return row["key"], plan_json, row
+
+
+# ------------------------------------------------------------------ runs
+
+
+def artifact_dir(run_id: int, key: str) -> Path:
+    return home() / "runs" / str(run_id) / hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def create(store: Store, model: str, plan_list: Sequence[Sequence[object]], settings: Settings) -> int:
+    """Register a run (nothing measured yet); the baseline is always its first config."""
+    source = get_source(model)
+    all_plans = {plans.key(()): ()}
+    for p in plan_list:
+        all_plans.setdefault(plans.key(p), plans.validate(p))
+    spec = {
+        "model": source_spec(source),
+        "plans": [plans.to_json(p) for p in all_plans.values()],
+        "settings": settings.__dict__,
+    }
+    import onnxruntime
+    import torch
+
+    env = {"cpu": measure.cpu_info(), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    return store.create_run(source.name, spec, env)
+
+
+def execute(
+    store: Store, run_id: int, progress: Callable[[int, int, dict], None] | None = None
+) -> None:
+    """Measure every config of run ``run_id`` that has no row yet (so it also resumes)."""
+    run = store.run(run_id)
+    spec = run["spec"]
+    settings = Settings(**spec["settings"])
+    source = get_source(spec["model"])
+    store.set_status(run_id, "running", pid=os.getpid())
+    try:
+        done = store.keys(run_id)
+        todo = [p for p in spec["plans"] if plans.key(plans.from_json(p)) not in done]
+        total, finished = len(spec["plans"]), len(done)
+        base_dir = artifact_dir(run_id, plans.key(()))
+        # the baseline runs here first: every other row's agreement is measured against it
+        base_row, base_pred = evaluate(source, (), base_dir, settings, None)
+        np.save(base_dir / "pred.npy", base_pred)
+        if plans.key(()) not in done:
+            store.add_result(run_id, base_row["key"], [], base_row)
+            finished += 1
+            if progress:
+                progress(finished, total, base_row)
+        todo = [p for p in todo if p]
+        if todo:
+            jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(
+                max_workers=jobs,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(spec["model"], settings, base_pred, ctx.Lock()),
+            ) as pool:
+                futures = [
+                    pool.submit(_work, p, str(artifact_dir(run_id, plans.key(plans.from_json(p)))))
+                    for p in todo
+                ]
+                for fut in as_completed(futures):
+                    key, plan_json, row = fut.result()
+                    if store.add_result(run_id, key, plan_json, row):
+                        finished += 1
+                    if progress:
+                        progress(finished, total, row)
+        store.set_status(run_id, "done")
+    except BaseException as e:
+        store.set_status(run_id, "failed" if isinstance(e, Exception) else "cancelled",
+                         error=f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)  # fmt: skip
+        raise
+
+
+def sweep(
+    model: str,
+    plan_list: Sequence[Sequence[object]],
+    settings: Settings = Settings(),
+    store: Store | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> int:
+    """Create and execute a run; returns its id.
+
+    Example:
+        >>> run_id = sweep("digits_cnn", grid(bits=(4, 8), sparsity=(0.0, 0.5)))  # doctest: +SKIP
+    """
+    store = store or Store()
+    run_id = create(store, model, plan_list, settings)
+    execute(store, run_id, progress)
+    return run_id

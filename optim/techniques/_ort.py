@@ -1,0 +1,46 @@
+"""Run ONNX Runtime's quantization tools, which read and write files, on in-memory models."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader
+
+
+# ORT's quantizers log every node they skip at INFO; keep the terminal for results
+logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+
+
+def through_files(model: onnx.ModelProto, fn: Callable[[Path, Path], None]) -> onnx.ModelProto:
+    """Save ``model``, call ``fn(input_path, output_path)``, load the output."""
+    with tempfile.TemporaryDirectory(prefix="optim-ort-") as d:
+        src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
+        onnx.save(model, src)
+        fn(src, dst)
+        return onnx.load(dst)
+
+
+class ArrayReader(CalibrationDataReader):
+    """Feeds the calibration split in batches (the exported graphs have a dynamic batch axis)."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int = 50) -> None:
+        self.batches = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
+        self.i = 0
+
+    def get_next(self) -> dict | None:
+        self.i += 1
+        return self.batches[self.i - 1] if self.i <= len(self.batches) else None
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def input_name(model: onnx.ModelProto) -> str:
+    inits = {t.name for t in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
