@@ -211,12 +211,14 @@ def pack(graph: Graph, compress: bool = True) -> bytes:
         t.ClearField("raw_data")
         for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
             t.ClearField(f)
+    # one metadata key: safetensors writes a multi-key header in hash order (not reproducible)
     meta = {
-        "format": "optim-packed/1",
-        "layout": json.dumps(layout, separators=(",", ":")),
-        "precision": graph.precision,
-        "stored": graph.stored,
-    }
+        "optim": json.dumps(
+            {"format": "optim-packed/1", "precision": graph.precision, "stored": graph.stored,
+             "layout": layout},
+            separators=(",", ":"),
+        )
+    }  # fmt: skip
     tensors = {
         "__graph__": np.frombuffer(skeleton.SerializeToString(), np.uint8),
         "__blob__": np.frombuffer(b"".join(blob.parts), np.uint8),
@@ -241,9 +243,9 @@ def unpack(data: bytes) -> Graph:
 
             data = zstandard.ZstdDecompressor().decompress(data)
         header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["optim"])
         tensors = st_load(data)
-        layout = json.loads(meta["layout"])
+        layout = meta["layout"]
         model = onnx.load_from_string(tensors["__graph__"].tobytes())
     except Exception as e:  # noqa: BLE001 - any parse failure is one user-facing error
         raise ValueError(f"not a packed optim artifact ({type(e).__name__}: {e})") from None

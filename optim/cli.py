@@ -37,8 +37,15 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        print(f"optim: error: {message} (see `python -m optim {self.prog.split()[-1]} --help`)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="optim", description="Measure what each optimization buys and costs.")
+    p = _Parser(prog="optim", description="Measure what each optimization buys and costs.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("models", help="list the sample models")
     pr = sub.add_parser("profile", help="params, FLOPs, baseline figures and a per-layer table")
@@ -184,7 +191,8 @@ def _cmd_frontier(args, out) -> None:
     front = df[fr.frontier(df)]
     print(table(front).drop(columns=["pareto"]).to_string(index=False), file=out)
     if rec.key is None:
-        raise ValueError(rec.message)
+        rel = " (relative to baseline)" if args.relative else ""
+        raise ValueError(f"nothing meets --floor {args.floor}{rel}: {rec.message}")
     print(rec.message, file=out)
 
 
@@ -277,12 +285,26 @@ def _cmd_build(args, out) -> None:
         print(f"{k:>15}: {row[k]}", file=out)
 
 
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 COMMANDS = {"build": _cmd_build, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
             "frontier": _cmd_frontier, "export": _cmd_export}  # fmt: skip
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None, out=None) -> int:
+    import signal
+
     args = parser().parse_args(argv)
+    if args.cmd == "sweep" and threading_main():
+        signal.signal(signal.SIGTERM, _interrupt)  # Cancel in the dashboard: mark the run cancelled
     try:
         COMMANDS[args.cmd](args, out or sys.stdout)
     except ValueError as e:

@@ -15,12 +15,7 @@ _CHUNK = 128  # candidates resolved per step of the n-D sweep
 
 
 def fmt_bytes(n: float | None) -> str:
-    """Format a byte count with decimal (SI) units, as the chart axis does.
-
-    Example:
-        >>> fmt_bytes(58_200), fmt_bytes(44_700_000), fmt_bytes(512)
-        ('58.2 KB', '44.7 MB', '512 B')
-    """
+    """Format bytes in SI units, like the chart axis: ``fmt_bytes(58_200)`` is ``"58.2 KB"``."""
     if n is None or not math.isfinite(n):
         return "n/a"
     exp = min(int(math.log10(max(abs(n), 1) / 0.99995) // 3), 3)
@@ -28,50 +23,56 @@ def fmt_bytes(n: float | None) -> str:
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:
-    """Format a fraction as a percentage, with a space before the sign.
-
-    Example:
-        >>> fmt_pct(0.9725), fmt_pct(0.99, digits=0)
-        ('97.2 %', '99 %')
-    """
+    """Format a fraction as a percentage: ``fmt_pct(0.9725)`` is ``"97.2 %"``."""
     return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f} %"
 
 
 def fmt_ms(x: float) -> str:
-    """Format milliseconds, e.g. ``fmt_ms(3.14) == "3.1 ms"``."""
+    """Format milliseconds: ``fmt_ms(3.14)`` is ``"3.1 ms"``."""
     return f"{x:.2f} ms" if x < 1 else f"{x:.1f} ms" if x < 100 else f"{x:.0f} ms"
 
 
-def _front(u: np.ndarray) -> np.ndarray:
-    """Non-dominated mask of unique, lexsorted, minimized rows.
+def _leq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``m[i, j]``: row ``b[j]`` is <= row ``a[i]`` in every column but the first."""
+    return np.logical_and.reduce([b[None, :, d] <= a[:, None, d] for d in range(1, a.shape[1])])
 
-    Only earlier rows can dominate later ones and column 0 never decides: resolve a block of
-    leading candidates among itself, then drop every later row a new front point dominates.
-    """
-    if u.shape[1] == 2:  # O(n log n): optimal rows set a new running minimum of column 1
-        cummin = np.minimum.accumulate(u[:, 1])
+
+def _sweep3(u: np.ndarray) -> np.ndarray:
+    """3 columns: a row is dominated when an earlier front row is <= in columns 1 and 2."""
+    on, c1, c2 = np.ones(len(u), dtype=bool), np.array([-np.inf]), np.array([np.nan])
+    for s in range(0, len(u), _CHUNK):
+        a = u[s : s + _CHUNK]
+        k = np.searchsorted(c1, a[:, 1], side="right") - 1  # earlier rows with c1 <= own
+        dom = np.tril(_leq(a, a), -1).any(axis=1) | (np.fmin.accumulate(c2)[k] <= a[:, 2])
+        on[s : s + _CHUNK] = ~dom
+        c1, c2 = np.append(c1, a[~dom, 1]), np.append(c2, a[~dom, 2])
+        c1, c2 = c1[o := np.argsort(c1, kind="stable")], c2[o]
+    return on
+
+
+def _front(u: np.ndarray) -> np.ndarray:
+    """Non-dominated mask of unique, lexsorted, minimized rows: only earlier rows can dominate
+    later ones, so resolve a block of leading rows, then drop the later rows it dominates."""
+    if u.shape[1] <= 2:  # O(n log n): optimal rows set a new running minimum of the last column
+        cummin = np.minimum.accumulate(u[:, -1])
         return np.concatenate([[True], cummin[1:] < cummin[:-1]])
     on, rem = np.zeros(len(u), dtype=bool), np.arange(len(u))
     while rem.size:
+        if u.shape[1] == 3 and on.sum() > 2 * _CHUNK:  # big front: switch to a bounded cost
+            on[rem] = _sweep3(u[rem])
+            break
         head, rest = rem[:_CHUNK], rem[_CHUNK:]
-        dom = np.ones((len(head), len(head)), dtype=bool)  # dom[i, j]: j weakly dominates i
-        for d in range(1, u.shape[1]):
-            dom &= u[head, d][None, :] <= u[head, d][:, None]
-        front = head[~np.tril(dom, -1).any(axis=1)]
+        front = head[~np.tril(_leq(u[head], u[head]), -1).any(axis=1)]
         on[front] = True
-        beaten = np.ones((len(rest), len(front)), dtype=bool)
-        for d in range(1, u.shape[1]):
-            beaten &= u[rest, d][:, None] >= u[front, d][None, :]
-        rem = rest[~beaten.any(axis=1)]
+        rem = rest[~_leq(u[rest], u[front]).any(axis=1)]
     return on
 
 
 def pareto_mask(values: np.ndarray, minimize: Sequence[bool]) -> np.ndarray:
     """Mask of the non-dominated rows of ``values`` (rows are points, columns objectives).
 
-    Every objective is turned into lower-is-better, as Optuna does. A row is dominated when
-    another row is no worse in every objective and better in one, so identical points are all
-    non-dominated. ``inf`` is allowed, ``NaN`` is not.
+    Objectives are turned into lower-is-better, as in Optuna. A dominated row is no better than
+    another anywhere and worse somewhere, so identical rows are all non-dominated. NaN raises.
 
     Args:
         values: Array of shape ``(n_rows, n_objectives)``.
@@ -92,8 +93,11 @@ def pareto_mask(values: np.ndarray, minimize: Sequence[bool]) -> np.ndarray:
         raise ValueError(f"`values` must not contain NaN, but got NaN at row {row}, column {col}")
     if v.size == 0:
         return np.ones(v.shape[0], dtype=bool)
-    u, inv = np.unique(np.where(minimize, v, -v), axis=0, return_inverse=True)  # lexsorted
-    return _front(u)[inv.reshape(-1)]
+    w = np.where(minimize, v, -v)
+    order = np.lexsort(w.T[::-1])  # by column 0, then 1, ...
+    s = w[order]
+    new = np.concatenate([[True], (s[1:] != s[:-1]).any(axis=1)])  # first of equal rows
+    return _front(s[new])[np.cumsum(new) - 1][np.argsort(order)]
 
 
 def _cols(df: pd.DataFrame, cols: Sequence[str], also: Sequence[str] = ()) -> list[np.ndarray]:
@@ -117,9 +121,7 @@ def frontier(
     Example:
         >>> frontier(df, ("accuracy", "latency_p50_ms"))  # doctest: +SKIP
     """
-    if len(objectives) == 0:
-        raise ValueError(f"`len(objectives) >= 1` must hold, but got objectives={objectives!r}")
-    v = np.column_stack(_cols(df, objectives)).reshape(len(df), len(objectives))
+    v = np.array(_cols(df, objectives), dtype=float).T.reshape(len(df), len(objectives))
     ok = ~np.isnan(v).any(axis=1)
     mask = np.zeros(len(df), dtype=bool)
     mask[ok] = pareto_mask(v[ok], [c not in MAXIMIZED for c in objectives])
@@ -222,8 +224,7 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
     shortfall (sum of the relative misses of the floor and of each budget).
 
     Args:
-        df: Result rows (``key``, ``accuracy``, ``size_bytes``, ``latency_p50_ms``; ``label``,
-            ``is_baseline``, ``acc_low`` and ``acc_high`` are used when present).
+        df: Result rows; ``label``, ``is_baseline``, ``acc_low``, ``acc_high`` are optional.
         constraints: Floor, budgets and preference.
 
     Example:
@@ -244,16 +245,12 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
             raise ValueError("a relative floor needs a baseline row with a measured accuracy")
         floor = float(c.floor * acc[b])
         floor_txt = f"{fmt_pct(floor)} ({100 * c.floor:g} % of baseline)"
-    lims = (
-        (size, c.max_size_bytes, "size", fmt_bytes),
-        (lat, c.max_latency_ms, "latency", fmt_ms),
-    )
-    budgets = [t for t in lims if t[1] is not None]  # (values, limit, name, formatter)
-    with np.errstate(invalid="ignore"):
-        acc_ok = acc >= floor - 1e-12
-        over = np.zeros(n)  # summed relative overshoot of the budgets
-        for v, lim, *_ in budgets:
-            over += np.where(np.isnan(v), np.inf, np.clip(v / lim - 1, 0, None))
+    budgets = [(size, c.max_size_bytes, "size", fmt_bytes)] if c.max_size_bytes else []
+    budgets += [(lat, c.max_latency_ms, "latency", fmt_ms)] if c.max_latency_ms else []
+    acc_ok = acc >= floor - 1e-12
+    over = np.zeros(n)  # summed relative overshoot of the budgets
+    for v, lim, *_ in budgets:
+        over += np.where(np.isnan(v), np.inf, np.clip(v / lim - 1, 0, None))
     feasible = acc_ok & (over == 0)
     feasible.setflags(write=False)
     budget_txt = " and ".join(f"{fmt(lim)} {name} budget" for _, lim, name, fmt in budgets)
@@ -265,7 +262,8 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
         lo, hi = (float(df[k].iloc[i]) if k in df else math.nan for k in ("acc_low", "acc_high"))
         ci = f" (95 % CI {100 * lo:.1f}-{fmt_pct(hi)})" if math.isfinite(lo + hi) else ""
         where = f"At a floor of {floor_txt}" + (f" within the {budget_txt}" if budgets else "")
-        facts = [t for t in (smaller, faster) if t] or [fmt_bytes(size[i]), fmt_ms(lat[i])]
+        plain = [fmt_bytes(size[i]), f"{fmt_ms(lat[i])} p50"]  # when there is no baseline
+        facts = [t for t in (smaller, faster) if t] or plain
         msg = (
             f"{where}, {int(feasible.sum())} of {n} configs qualify; ship `{labels[i]}`, the "
             f"{'smallest' if c.prefer == 'size' else 'fastest'}: {', '.join(facts)}, accuracy "
@@ -293,6 +291,7 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
         head = f"{acc_ok.sum()} of {n} configs reach {floor_txt}, none within the {budget_txt}"
     msg = (
         f"{head}; the closest is `{labels[j]}` at {fmt_pct(acc[j])}, {fmt_bytes(size[j])}, "
-        f"{fmt_ms(lat[j])} p50 ({', '.join(misses)}). Relax the floor or a budget to get one."
+        f"{fmt_ms(lat[j])} p50 ({', '.join(misses)}). "
+        f"Relax the floor{' or a budget' if budgets else ''} to get a recommendation."
     )
     return Recommendation(None, feasible, floor, keys[j], msg, constraints=c)

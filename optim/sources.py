@@ -158,5 +158,26 @@ def source_spec(source: ModelSource) -> str:
     return source.name
 
 
-def describe(source: ModelSource) -> str:
-    return json.dumps({"name": source.name, "metric": source.metric, "shape": source.input_shape})
+def check(source: ModelSource) -> None:
+    """Load the model once so that bad weights or a bad ONNX file fail before anything is written.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong with it.
+    """
+    if source.build is not None:
+        source.build()
+        return
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - any load failure is the same user error
+        reason = " ".join(str(e).split())[:200]
+        raise ValueError(f"ONNX file {str(source.onnx_path)!r} cannot be loaded ({reason})") from None
+    shape = tuple(sess.get_inputs()[0].shape[1:])
+    if len(shape) != len(source.input_shape) or any(
+        isinstance(d, int) and d != e for d, e in zip(shape, source.input_shape)
+    ):
+        raise ValueError(
+            f"the data's input shape {source.input_shape} must match the ONNX input {shape}"
+        )

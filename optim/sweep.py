@@ -8,7 +8,6 @@ run computes only the configs whose rows are missing.
 
 from __future__ import annotations
 
-import functools
 import json
 import hashlib
 import multiprocessing as mp
@@ -23,7 +22,7 @@ import numpy as np
 
 from optim import measure, plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
-from optim.sources import ModelSource, get_source, source_spec
+from optim.sources import ModelSource, check, get_source, source_spec
 from optim.store import Store, home
 from optim.techniques import DynamicInt8, Int4MatMul, Int8, Prune, Quantize, StructuredPrune
 
@@ -96,9 +95,19 @@ def grid(
 # ------------------------------------------------------------------ building and measuring
 
 
-@functools.lru_cache(maxsize=8)
+_GRAPHS: dict[tuple[str, str], tuple[Graph, float | None]] = {}  # per-process export cache
+
+
 def _torch_graph(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     """The exported graph (and FLOPs) for the source after the torch-stage steps of a plan."""
+    if (spec, torch_key) not in _GRAPHS:
+        if len(_GRAPHS) >= 8:
+            _GRAPHS.pop(next(iter(_GRAPHS)))
+        _GRAPHS[spec, torch_key] = _export(spec, torch_key)
+    return _GRAPHS[spec, torch_key]
+
+
+def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     source = get_source(spec)
     torch_steps = plans.from_json(json.loads(torch_key))
     if source.onnx_path is not None:
@@ -192,11 +201,13 @@ class _nolock:
 _WORKER: dict = {}
 
 
-def _init_worker(spec: str, settings: Settings, baseline_pred, lock) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _init_worker(spec: str, settings: Settings, baseline_pred, lock, base: tuple) -> None:
+    import onnx
     import torch
 
     torch.set_num_threads(1)
+    # the parent exported the baseline already: reuse it instead of exporting again
+    _GRAPHS[spec, plans.key(())] = (Graph(onnx.load_from_string(base[0]), {}), base[1])
     _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred, lock=lock)
 
 
@@ -222,6 +233,9 @@ def create(store: Store, model: str, plan_list: Sequence[Sequence[object]], sett
     """Register a run (nothing measured yet); the baseline is always its first config."""
     source = get_source(model)
     all_plans = {plans.key(()): ()}
+    for p in plan_list:
+        plans.validate(p)
+    check(source)
     for p in plan_list:
         all_plans.setdefault(plans.key(p), plans.validate(p))
     spec = {
@@ -261,12 +275,17 @@ def execute(
         todo = [p for p in todo if p]
         if todo:
             jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))
-            ctx = mp.get_context("spawn")
+            # forkserver: workers fork from a clean process that imported torch once (fork from
+            # this process could inherit OpenMP state; spawn re-imports torch per worker)
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["optim.sweep", "sample_models"])
+            base_graph, base_flops = _torch_graph(spec["model"], plans.key(()))
+            base = (base_graph.model.SerializeToString(), base_flops)
             with ProcessPoolExecutor(
                 max_workers=jobs,
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(spec["model"], settings, base_pred, ctx.Lock()),
+                initargs=(spec["model"], settings, base_pred, ctx.Lock(), base),
             ) as pool:
                 futures = [
                     pool.submit(_work, p, str(artifact_dir(run_id, plans.key(plans.from_json(p)))))
@@ -301,3 +320,74 @@ def sweep(
     run_id = create(store, model, plan_list, settings)
     execute(store, run_id, progress)
     return run_id
+
+
+# ------------------------------------------------------------------ background runs (dashboard)
+
+
+def launch(store: Store, run_id: int) -> int:
+    """Execute run ``run_id`` in a detached ``python -m optim sweep --resume`` process.
+
+    The process outlives the caller (a closed browser tab or a restarted dashboard does not stop
+    it) and streams rows into the store; returns its pid.
+    """
+    import subprocess
+    import sys
+
+    log = home() / "runs" / str(run_id) / "sweep.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OPTIM_DB_URL": store.url}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "optim", "sweep", "--resume", str(run_id)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[1], env=env, start_new_session=True,
+        )  # fmt: skip
+    store.set_status(run_id, "running", pid=proc.pid)
+    return proc.pid
+
+
+def cancel(store: Store, run_id: int) -> None:
+    """Stop a running sweep (its finished rows stay in the store; it can be resumed)."""
+    import signal
+
+    run = store.run(run_id)
+    if run["pid"] and _alive(run["pid"]):
+        try:
+            os.killpg(run["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    store.set_status(run_id, "cancelled")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as dead
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def state(run: dict) -> str:
+    """The run's status, with "interrupted" for a run whose process died without saying so."""
+    if run["status"] in ("running", "pending") and run["pid"] and not _alive(run["pid"]):
+        return "interrupted"
+    return run["status"]
+
+
+def estimate_seconds(store: Store, model: str, n_configs: int, jobs: int = 0) -> float:
+    """A rough wall time for ``n_configs`` configs: the mean per-config time of this model's
+    earlier runs (else 2 s), over the worker count, plus ~15 s of start-up and baseline."""
+    per = []
+    runs = store.runs()
+    for run_id in runs.loc[runs["model"] == model, "id"].head(5):
+        df = store.results(int(run_id))
+        per += [s for s in df.get("seconds", []) if s == s and s is not None]
+    mean = float(np.mean(per)) if per else 2.0
+    workers = jobs or min(os.cpu_count() or 1, max(n_configs, 1))
+    return 15.0 + mean * n_configs / workers

@@ -1,0 +1,383 @@
+"""What the dashboard shows, as plain functions of result rows (no streamlit import).
+
+The pages only lay out what these return: the view state that a shared link carries, the rows
+split into measured and failed, the slider range, the headline, flags, the comparison table and
+the technique form fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optim import frontier as fr
+
+PAGES = ("models", "sweep", "tradeoffs", "compare", "export")
+PREFER = {"size": "Smallest", "latency": "Fastest"}
+DEFAULTS: dict[str, Any] = {
+    "run": None,  # None: the newest run
+    "floor": None,  # None: the default for the run's rows (see default_floor)
+    "relative": False,
+    "max_size_mb": None,
+    "max_latency_ms": None,
+    "prefer": "size",
+    "selected": (),  # short ids (see short_id) of the configs picked on the charts
+    "page": "tradeoffs",
+    "present": False,
+}
+NUMERIC = ("floor", "accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms")
+
+
+# ------------------------------------------------------------------ view state <-> URL
+
+
+def _number(text: str, kind: type = float, low: float = -math.inf) -> Any:
+    value = kind(text)
+    if not math.isfinite(value) or value < low:
+        raise ValueError(f"`{low} <= value < inf` must hold, but got value={text!r}")
+    return value
+
+
+def parse_params(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Parse URL query params into view state; returns (state, names of the bad params).
+
+    Unknown params are ignored; a bad value is dropped (and reported) so the default applies.
+
+    Example:
+        >>> parse_params({"floor": "0.97", "relative": "1", "run": "x"})
+        ({'floor': 0.97, 'relative': True}, ['run'])
+    """
+    parsers = {
+        "run": lambda v: _number(v, int, 1),
+        "floor": lambda v: _number(v, float, 0.0),
+        "relative": lambda v: {"1": True, "true": True, "0": False, "false": False}[v.lower()],
+        "max_size_mb": lambda v: _number(v, float, 1e-9),
+        "max_latency_ms": lambda v: _number(v, float, 1e-9),
+        "prefer": lambda v: {"size": "size", "latency": "latency"}[v],
+        "selected": lambda v: tuple(s for s in v.split(",") if s),
+        "page": lambda v: {p: p for p in PAGES}[v],
+        "present": lambda v: {"1": True, "true": True, "0": False, "false": False}[v.lower()],
+    }
+    state, bad = {}, []
+    for name, parse in parsers.items():
+        if name in params:
+            try:
+                state[name] = parse(str(params[name]))
+            except (ValueError, KeyError):
+                bad.append(name)
+    return state, bad
+
+
+def encode_params(state: Mapping[str, Any]) -> dict[str, str]:
+    """The query params of ``state``: only values that differ from :data:`DEFAULTS`.
+
+    Example:
+        >>> encode_params({"run": 3, "floor": 0.975, "relative": False, "selected": ("ab12",)})
+        {'run': '3', 'floor': '0.975', 'selected': 'ab12'}
+    """
+    out = {}
+    for name, default in DEFAULTS.items():
+        value = state.get(name, default)
+        if value is None or value == default or (name == "selected" and not value):
+            continue
+        if isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        elif isinstance(value, float):
+            out[name] = f"{round(value, 6):g}"
+        elif name == "selected":
+            out[name] = ",".join(value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def short_id(key: str) -> str:
+    """A short stable id of a config key (keys are long JSON strings; URLs stay short)."""
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
+def keys_for(ids: Iterable[str], keys: Iterable[str]) -> list[str]:
+    """The keys among ``keys`` whose :func:`short_id` is in ``ids``, in ``keys`` order."""
+    ids = set(ids)
+    return [k for k in keys if short_id(k) in ids]
+
+
+# ------------------------------------------------------------------ runs and rows
+
+
+def run_label(run: Mapping[str, Any], state: str | None = None) -> str:
+    """``"#3 digits_cnn — done, 12 rows"`` for a row of ``Store.runs()``."""
+    n = int(run.get("results") or 0)
+    return f"#{run['id']} {run['model']} — {state or run['status']}, {n} row{'s' * (n != 1)}"
+
+
+def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measured rows with float figures, failed rows) of ``Store.results()``.
+
+    A failed config has an ``error`` and no accuracy; charts and the recommendation only see
+    the measured rows.
+    """
+    if not len(df):
+        return df.copy(), df.copy()
+    ok = df["accuracy"].notna() & df["size_bytes"].notna() & df["latency_p50_ms"].notna()
+    good = df[ok].reset_index(drop=True)
+    good = good.astype({c: float for c in NUMERIC if c in good.columns and c != "floor"})
+    good["is_baseline"] = good["is_baseline"].fillna(False).astype(bool)
+    return good, df[~ok].reset_index(drop=True)
+
+
+def failed_table(failed: pd.DataFrame) -> pd.DataFrame:
+    """Config label and its error, for the "failed configs" expander."""
+    error = failed["error"] if "error" in failed.columns else pd.Series("", index=failed.index)
+    return pd.DataFrame({"config": failed["label"], "error": error.fillna("not measured")})
+
+
+def progress(run: Mapping[str, Any], n_rows: int) -> tuple[int, int]:
+    """(rows stored, configs planned) of a run."""
+    return n_rows, max(len(run["spec"].get("plans", [])), n_rows)
+
+
+def fmt_duration(seconds: float) -> str:
+    """``"about 45 s"``, ``"about 3 min"``."""
+    if seconds < 90:
+        return f"about {max(5, 5 * round(seconds / 5)):.0f} s"
+    return f"about {seconds / 60:.0f} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------ floor and constraints
+
+
+def baseline(ok: pd.DataFrame) -> pd.Series | None:
+    i = fr.baseline_index(ok)
+    return None if i is None else ok.iloc[i]
+
+
+def default_floor(ok: pd.DataFrame, relative: bool) -> float:
+    """99 % of baseline (relative), else one point under the baseline's accuracy."""
+    if relative:
+        return 0.99
+    base = baseline(ok)
+    acc = float(base["accuracy"]) if base is not None else float(ok["accuracy"].max())
+    return round(min(max(acc - 0.01, 0.0), 1.0), 3)
+
+
+def floor_range(ok: pd.DataFrame, relative: bool, current: float | None) -> tuple[float, float]:
+    """Slider bounds: a little below the worst config up to 100 % (and always ``current``)."""
+    acc = ok["accuracy"].to_numpy(dtype=float)
+    base = baseline(ok)
+    scale = float(base["accuracy"]) if relative and base is not None else 1.0
+    lo = math.floor(100 * (acc.min() / scale - 0.02)) / 100 if len(acc) else 0.0
+    hi = min(1.5, math.ceil(100 / scale) / 100) if relative else 1.0
+    lo = max(0.01 if relative else 0.0, min(lo, hi - 0.01))
+    if current is not None:
+        lo, hi = min(lo, current), max(hi, current)
+    return round(lo, 3), round(hi, 3)
+
+
+def convert_floor(floor: float, base_acc: float, to_relative: bool) -> float:
+    """The same floor in the other unit (absolute accuracy <-> fraction of baseline)."""
+    if not base_acc > 0:
+        return 0.99 if to_relative else floor
+    value = floor / base_acc if to_relative else floor * base_acc
+    return round(min(value, 1.5 if to_relative else 1.0), 3)
+
+
+def constraints(state: Mapping[str, Any], ok: pd.DataFrame) -> fr.Constraints:
+    """The :class:`~optim.frontier.Constraints` of the view state (MB -> bytes)."""
+    relative = bool(state.get("relative")) and baseline(ok) is not None
+    floor = state.get("floor")
+    floor = default_floor(ok, relative) if floor is None else float(floor)
+    size_mb, lat = state.get("max_size_mb"), state.get("max_latency_ms")
+    return fr.Constraints(
+        floor=min(floor, 1.5 if relative else 1.0),
+        relative=relative,
+        max_size_bytes=size_mb * 1e6 if size_mb else None,
+        max_latency_ms=lat or None,
+        prefer=state.get("prefer") or "size",
+    )
+
+
+# ------------------------------------------------------------------ what the page says
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The recommendation card: a sentence and its numbers, formatted."""
+
+    text: str
+    config: str | None = None
+    smaller: str | None = None
+    faster: str | None = None
+    accuracy: str | None = None
+    ci: str | None = None
+
+
+def _times(ratio: float | None, more: str, less: str) -> str | None:
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return None
+    return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
+
+
+def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
+    """"At this floor, ship CONFIG: N× smaller, M× faster, accuracy A (95 % CI lo–hi)"."""
+    if rec.key is None:
+        return Headline(rec.message)
+    row = ok[ok["key"] == rec.key].iloc[0]
+    smaller = _times(rec.size_ratio, "smaller", "larger")
+    faster = _times(rec.speedup, "faster", "slower")
+    acc, lo, hi = (float(row[c]) for c in ("accuracy", "acc_low", "acc_high"))
+    ci = f"95 % CI {100 * lo:.1f}–{fr.fmt_pct(hi)}" if math.isfinite(lo + hi) else None
+    facts = ", ".join(f for f in (smaller, faster) if f)
+    text = f"At this floor, ship **{row['label']}**: " + (f"{facts}, " if facts else "")
+    text += f"accuracy {fr.fmt_pct(acc)}" + (f" ({ci})" if ci else "") + "."
+    if bool(row["is_baseline"]):
+        text = f"At this floor, no optimized config beats the baseline: keep **{row['label']}**."
+    return Headline(text, str(row["label"]), smaller, faster, fr.fmt_pct(acc), ci)
+
+
+def flags(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per row: slower than the baseline (p50), not smaller than it (bytes); as the charts mark."""
+    base = baseline(ok)
+    out = pd.DataFrame({"slower": False, "not_smaller": False}, index=ok.index)
+    if base is None:
+        return out
+    out["slower"] = ok["latency_p50_ms"] > base["latency_p50_ms"]
+    out["not_smaller"] = ok["size_bytes"] >= base["size_bytes"]
+    out.loc[ok["is_baseline"].to_numpy(dtype=bool), ["slower", "not_smaller"]] = False
+    return out
+
+
+def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFrame:
+    """Every measured config with ratios to the baseline, flags, frontier and feasibility."""
+    base = baseline(ok)
+    b_size = float(base["size_bytes"]) if base is not None else math.nan
+    b_lat = float(base["latency_p50_ms"]) if base is not None else math.nan
+    flag = flags(ok)
+    notes = np.where(flag["slower"], "slower than baseline", "")
+    notes = [", ".join(t for t in pair if t) for pair in zip(notes, np.where(flag["not_smaller"], "not smaller", ""))]
+    feasible = rec.feasible if rec is not None and len(rec.feasible) == len(ok) else np.zeros(len(ok), bool)
+    return pd.DataFrame({
+        "config": ok["label"],
+        "family": ok["family"],
+        "accuracy": ok["accuracy"],
+        "ci_low": ok["acc_low"],
+        "ci_high": ok["acc_high"],
+        "agreement": ok["agreement"].astype(float),
+        "size_bytes": ok["size_bytes"],
+        "smaller": b_size / ok["size_bytes"],
+        "p50_ms": ok["latency_p50_ms"],
+        "faster": b_lat / ok["latency_p50_ms"],
+        "p90_ms": ok["latency_p90_ms"].astype(float),
+        "executed": ok["precision"],
+        "stored": ok["stored"],
+        "pareto": fr.frontier(ok) if len(ok) else [],
+        "qualifies": feasible,
+        "flags": notes,
+        "key": ok["key"],
+    })  # fmt: skip
+
+
+def compare_rows(
+    results: Mapping[str, pd.DataFrame], floor: float, relative: bool
+) -> pd.DataFrame:
+    """Per run: baseline accuracy, smallest and fastest config at the floor, frontier size."""
+    rows = []
+    for name, ok in results.items():
+        base = baseline(ok)
+        row: dict[str, Any] = {"run": name, "configs": len(ok)}
+        row["baseline accuracy"] = float(base["accuracy"]) if base is not None else math.nan
+        for prefer, col, label in (("size", "size_bytes", "best size"), ("latency", "latency_p50_ms", "best p50 ms")):
+            value, config = math.nan, ""
+            if len(ok) and (base is not None or not relative):
+                rec = fr.recommend(ok, fr.Constraints(floor, relative, prefer=prefer))
+                if rec.key is not None:
+                    hit = ok[ok["key"] == rec.key].iloc[0]
+                    value, config = float(hit[col]), str(hit["label"])
+            row[label], row[f"{label} config"] = value, config
+        row["frontier size"] = int(fr.frontier(ok).sum()) if len(ok) else 0
+        rows.append(row)
+    return pd.DataFrame(rows)  # fmt: skip
+
+
+def selection_keys(selection: Any) -> list[str]:
+    """Config keys of a plotly selection event (``customdata[0]``; overlays repeat keys)."""
+    points = (selection or {}).get("selection", selection or {}).get("points", []) or []
+    keys = []
+    for p in points:
+        cd = p.get("customdata")
+        key = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
+        if isinstance(key, str) and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def versus_baseline(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The baseline and the ``keys`` rows side by side with the change against the baseline."""
+    base = baseline(ok)
+    picked = ok[ok["key"].isin(keys) & ~ok["is_baseline"]]
+    rows = ok[ok["is_baseline"]] if base is not None else ok.iloc[:0]
+    out = pd.concat([rows, picked])
+    table = pd.DataFrame({
+        "config": out["label"],
+        "accuracy": out["accuracy"],
+        "Δ accuracy (points)": 100 * (out["accuracy"] - (base["accuracy"] if base is not None else np.nan)),
+        "size_bytes": out["size_bytes"],
+        "× smaller": (base["size_bytes"] if base is not None else np.nan) / out["size_bytes"],
+        "p50_ms": out["latency_p50_ms"],
+        "× faster": (base["latency_p50_ms"] if base is not None else np.nan) / out["latency_p50_ms"],
+        "agreement": out["agreement"].astype(float),
+        "executed": out["precision"],
+    })  # fmt: skip
+    return table.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ technique forms
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One input of a technique form, read from the config dataclass field."""
+
+    name: str
+    kind: str  # "choice", "bool", "int", "float"
+    default: Any
+    help: str = ""
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    optional: bool = False
+
+
+def form_fields(config: type) -> list[FormField]:
+    """The form of a technique config, generically from its dataclass fields and metadata.
+
+    Example:
+        >>> [f.name for f in form_fields(Quantize)]  # doctest: +SKIP
+        ['bits', 'granularity', 'symmetric']
+    """
+    out = []
+    for f in dataclasses.fields(config):
+        meta, default = f.metadata, f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        hint = str(f.type)
+        low, high = meta.get("range", (None, None))
+        if "choices" in meta:
+            kind = "choice"
+        elif isinstance(default, bool) or hint == "bool":
+            kind = "bool"
+        elif isinstance(default, int) or hint.startswith("int"):
+            kind = "int"
+        else:
+            kind = "float"
+        out.append(FormField(f.name, kind, None if default is dataclasses.MISSING else default,
+                             meta.get("help", ""), tuple(meta.get("choices", ())), low, high,
+                             "None" in hint))  # fmt: skip
+    return out

@@ -1,0 +1,238 @@
+"""Streamlit helpers shared by the pages: the store, the view state and its URL, the sidebar,
+the current run with its status messages, and friendly errors. Logic lives in ``optim``."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from optim import sweep, ui
+from optim.store import Store, db_url
+
+WIDGETS = ("run", "floor", "relative", "max_size_mb", "max_latency_ms", "prefer", "present",
+           "selected", "model")  # fmt: skip
+LIVE = ("pending", "running")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+def store() -> Store:
+    """The run store of ``OPTIM_DB_URL`` / ``OPTIM_HOME`` (one handle per URL and process)."""
+    return _store(db_url())
+
+
+# ------------------------------------------------------------------ view state and the URL
+
+
+def restore_state() -> None:
+    """On a session's first run, read the URL into session state; on every run, keep the
+    widget values alive across page switches (streamlit drops a widget's state otherwise)."""
+    ss = st.session_state
+    if "_restored" not in ss:
+        state, bad = ui.parse_params(st.query_params.to_dict())
+        for name in ("relative", "prefer", "present", "max_size_mb", "max_latency_ms"):
+            ss.setdefault(name, state.get(name, ui.DEFAULTS[name]))
+        for name in ("run", "floor"):
+            if name in state:
+                ss.setdefault(name, state[name])
+        ss["_selected_ids"] = state.get("selected", ())
+        ss["_start_page"] = state.get("page", ui.DEFAULTS["page"])
+        ss["_bad_params"] = bad
+        ss["_restored"] = True
+    for name in WIDGETS:
+        if name in ss:
+            ss[name] = ss[name]
+
+
+def mirror_state(page: str) -> None:
+    """Write the view state to the URL, so that a copied link restores this exact view."""
+    ss = st.session_state
+    state = {name: ss.get(name) for name in ui.DEFAULTS}
+    state["page"] = page
+    ids = ss.get("_selected_ids")
+    state["selected"] = ids if ids else tuple(ui.short_id(k) for k in ss.get("selected") or ())
+    params = ui.encode_params(state)
+    if params != st.query_params.to_dict():
+        st.query_params.from_dict(params)
+
+
+def present() -> bool:
+    return bool(st.session_state.get("present"))
+
+
+PRESENT_CSS = """
+<style>
+[data-testid="stToolbar"], [data-testid="stMainMenu"], [data-testid="stAppDeployButton"],
+[data-testid="stDecoration"], .st-key-dev-only { display: none !important; }
+[data-testid="stMetricValue"] { font-size: 3.2rem !important; line-height: 1.1; }
+[data-testid="stMetricLabel"] p { font-size: 1.15rem !important; }
+.st-key-headline p { font-size: 1.35rem; }
+</style>
+"""
+BASE_CSS = """
+<style>
+.st-key-headline [data-testid="stMetricValue"] { font-size: 2.1rem; }
+.block-container { padding-top: 2.2rem; }
+</style>
+"""
+
+
+def style() -> None:
+    st.html(BASE_CSS + (PRESENT_CSS if present() else ""))
+
+
+@contextlib.contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Show an unexpected fault as a message (details only outside presentation mode)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - the page shows every fault as a message
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        st.error(f"Something went wrong on this page: {reason}", icon=":material/error:")
+        if not present():
+            with st.expander("Details for engineers"):
+                st.code(traceback.format_exc(), language="text")
+
+
+# ------------------------------------------------------------------ runs
+
+
+def run_state(row: dict) -> str:
+    return sweep.state({"status": row["status"], "pid": row["pid"]})
+
+
+def sidebar() -> None:
+    """The run picker (newest first), the run's model, and presentation mode."""
+    ss = st.session_state
+    runs = store().runs()
+    print("SIDEBAR", len(runs), dict(ss), flush=True)
+    with st.sidebar:
+        if runs.empty:
+            st.caption("No runs yet: start one on the Sweep page.")
+            ss.pop("run", None)
+        else:
+            labels = {int(r["id"]): ui.run_label(r, run_state(r)) for r in runs.to_dict("records")}
+            if ss.get("run") not in labels:
+                if ss.get("run") is not None:
+                    ss["_missing_run"] = ss["run"]
+                ss["run"] = next(iter(labels))
+            st.selectbox("Run", list(labels), key="run", format_func=labels.get)
+            model = runs.loc[runs["id"] == ss["run"], "model"].iloc[0]
+            st.caption(f"Model: **{model}**")
+        st.toggle("Presentation mode", key="present", help="Big numbers, no developer menu")
+
+
+def notices() -> None:
+    """One-off messages about the URL: a run id that no longer exists, a bad parameter."""
+    ss = st.session_state
+    if (missing := ss.pop("_missing_run", None)) is not None:
+        now = f"; showing run #{ss['run']} instead" if ss.get("run") else ""
+        st.warning(f"Run #{missing} does not exist (it may have been deleted){now}.")
+    if bad := ss.pop("_bad_params", None):
+        st.warning(f"Ignored invalid link parameter(s): {', '.join(bad)}.")
+
+
+@dataclass
+class Current:
+    """The current run: its record, live state, measured rows and failed rows."""
+
+    run: dict
+    state: str
+    ok: pd.DataFrame
+    failed: pd.DataFrame
+
+    @property
+    def id(self) -> int:
+        return int(self.run["id"])
+
+
+def current() -> Current | None:
+    """The run picked in the sidebar with its rows, or None (after saying why)."""
+    run_id = st.session_state.get("run")
+    if run_id is None:
+        st.info("No runs yet. Start a sweep to measure what each optimization buys and costs.")
+        st.page_link("pages/sweep.py", label="Go to Sweep", icon=":material/play_arrow:")
+        return None
+    try:
+        run = store().run(int(run_id))
+    except ValueError:
+        st.warning(f"Run #{run_id} does not exist any more (it may have been deleted).")
+        return None
+    ok, failed = ui.split_rows(store().results(int(run_id)))
+    return Current(run, sweep.state(run), ok, failed)
+
+
+def _resume(run_id: int) -> None:
+    try:
+        sweep.launch(store(), run_id)
+    except (OSError, ValueError) as e:
+        st.session_state["_flash"] = f"Could not resume run #{run_id}: {e}"
+
+
+def status_banner(cur: Current) -> None:
+    """What the run is doing, and Resume where it stopped before finishing."""
+    done, total = ui.progress(cur.run, len(cur.ok) + len(cur.failed))
+    where = f"{done} of {total} configs measured"
+    if cur.state in LIVE:
+        st.info(f"Run #{cur.id} is still running: {where}. Results update as they arrive.",
+                icon=":material/hourglass_top:")  # fmt: skip
+        live_refresh(cur.id, done, cur.state)
+        return
+    if cur.state == "done":
+        return
+    text = {
+        "interrupted": f"Run #{cur.id} stopped unexpectedly (its worker process died): {where}.",
+        "cancelled": f"Run #{cur.id} was cancelled: {where}.",
+        "failed": f"Run #{cur.id} failed: {cur.run.get('error') or 'no reason given'}. {where}.",
+    }.get(cur.state, f"Run #{cur.id} is {cur.state}: {where}.")
+    show = st.error if cur.state == "failed" else st.warning
+    show(text + " Finished rows are shown below.", icon=":material/warning:")
+    if done < total:
+        st.button("Resume run", key=f"resume-{cur.id}", on_click=_resume, args=(cur.id,),
+                  icon=":material/replay:")  # fmt: skip
+
+
+def live_refresh(run_id: int, n_rows: int, state: str) -> None:
+    """While a run is live, rerun the whole page when a row arrives or the run ends."""
+
+    @st.fragment(run_every=2.0)
+    def watch() -> None:
+        try:
+            run = store().run(run_id)
+        except ValueError:
+            return
+        if len(store().keys(run_id)) != n_rows or sweep.state(run) != state:
+            st.rerun(scope="app")
+
+    watch()
+
+
+def flash() -> None:
+    if text := st.session_state.pop("_flash", None):
+        st.error(text)
+
+
+def no_rows(cur: Current) -> bool:
+    """Say so and return True when the run has no measured rows to chart."""
+    if len(cur.ok):
+        return False
+    if cur.state in LIVE:
+        st.info("No config has finished yet; the baseline comes first.")
+    else:
+        st.info(f"Run #{cur.id} has no measured results.")
+    failed_expander(cur.failed)
+    return True
+
+
+def failed_expander(failed: pd.DataFrame) -> None:
+    if len(failed):
+        with st.expander(f"{len(failed)} config(s) failed and are not charted"):
+            st.dataframe(ui.failed_table(failed), hide_index=True, width="stretch")

@@ -1,0 +1,178 @@
+"""Streamlit building blocks of the Trade-offs screen: the constraint controls, the headline
+card, a selectable trade-off chart with its PNG download, and the config tables."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import streamlit as st
+
+from optim import charts, ui
+from optim import frontier as fr
+
+pio.defaults.mathjax = None  # kaleido must not reach for a CDN
+
+PERCENT = st.column_config.NumberColumn(format="percent")
+COLUMNS = {
+    "config": st.column_config.TextColumn("Config", pinned=True),
+    "family": st.column_config.TextColumn("Family"),
+    "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
+    "ci_low": st.column_config.NumberColumn("CI low", format="percent", help="95 % bootstrap"),
+    "ci_high": st.column_config.NumberColumn("CI high", format="percent", help="95 % bootstrap"),
+    "agreement": st.column_config.NumberColumn(
+        "Agreement", format="percent", help="Same prediction as the baseline"
+    ),
+    "size_bytes": st.column_config.NumberColumn("Size", format="bytes", help="Bytes on disk"),
+    "smaller": st.column_config.NumberColumn("× smaller", format="%.1f×"),
+    "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms", help="Batch 1, ORT CPU"),
+    "faster": st.column_config.NumberColumn("× faster", format="%.2f×"),
+    "p90_ms": st.column_config.NumberColumn("p90", format="%.3f ms"),
+    "executed": st.column_config.TextColumn("Executed as"),
+    "stored": st.column_config.TextColumn("Stored as"),
+    "pareto": st.column_config.CheckboxColumn("Pareto", help="On the accuracy/size/latency frontier"),
+    "qualifies": st.column_config.CheckboxColumn("Qualifies", help="Meets the floor and budgets"),
+    "flags": st.column_config.TextColumn("Flags"),
+}
+
+
+# ------------------------------------------------------------------ constraints
+
+
+def _convert_floor(base_acc: float) -> None:
+    ss = st.session_state
+    ss["floor"] = ui.convert_floor(ss["floor"], base_acc, ss["relative"])
+
+
+def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
+    """Floor slider, absolute / % of baseline, preference and budgets; returns the pick."""
+    ss = st.session_state
+    base = ui.baseline(ok)
+    if base is None:
+        ss["relative"] = False
+    if ss.get("floor") is None:
+        ss["floor"] = ui.default_floor(ok, ss["relative"])
+    lo, hi = ui.floor_range(ok, ss["relative"], ss["floor"])
+    ss["floor"] = min(max(ss["floor"], lo), hi)
+    floor, unit, prefer, size, latency = st.columns([4, 1.3, 1.5, 1.3, 1.3], gap="medium")
+    what = "of baseline accuracy" if ss["relative"] else "accuracy on held-out data"
+    floor.slider(f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent", key="floor",
+                 help="The lowest accuracy you would ship")  # fmt: skip
+    unit.toggle("% of baseline", key="relative", disabled=base is None,
+                on_change=_convert_floor, args=(float(base["accuracy"]) if base is not None else 0,),
+                help="Express the floor relative to the unoptimized model")  # fmt: skip
+    prefer.segmented_control("Prefer", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer",
+                             required=True)  # fmt: skip
+    size.number_input("Max size (MB)", min_value=0.0, step=0.1, format="%.3f", key="max_size_mb",
+                      placeholder="no budget")  # fmt: skip
+    latency.number_input("Max p50 latency (ms)", min_value=0.0, step=0.01, format="%.3f",
+                         key="max_latency_ms", placeholder="no budget")  # fmt: skip
+    return fr.recommend(ok, ui.constraints(ss, ok))
+
+
+# ------------------------------------------------------------------ headline
+
+
+def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
+    """The answer for the product manager: which config ships and what it buys."""
+    head = ui.headline(rec, ok)
+    with st.container(border=True, key="headline"):
+        if head.config is None:
+            st.warning(head.text, icon=":material/block:")
+            return
+        st.markdown(head.text)
+        row, base = ok[ok["key"] == rec.key].iloc[0], ui.baseline(ok)
+        delta = None
+        if base is not None and not row["is_baseline"]:
+            delta = f"{100 * (row['accuracy'] - base['accuracy']):+.1f} points vs baseline"
+        ship, size, speed, acc = st.columns([2.2, 1, 1, 1.2])
+        ship.metric("Ship", head.config)
+        size.metric("Size", head.smaller or fr.fmt_bytes(row["size_bytes"]),
+                    help=f"{fr.fmt_bytes(row['size_bytes'])} on disk")  # fmt: skip
+        speed.metric("Speed", head.faster or fr.fmt_ms(row["latency_p50_ms"]),
+                     help=f"{fr.fmt_ms(row['latency_p50_ms'])} p50, batch 1")  # fmt: skip
+        acc.metric("Accuracy", head.accuracy, delta=delta, delta_color="normal", help=head.ci)
+        st.caption(rec.message)
+
+
+# ------------------------------------------------------------------ charts and selection
+
+
+def restore_selection(ok: pd.DataFrame) -> list[str]:
+    """The selected keys: from a shared link once, then from the charts / multiselect."""
+    ss = st.session_state
+    if ids := ss.pop("_selected_ids", None):
+        ss["selected"] = ui.keys_for(ids, ok["key"])
+    keys = set(ok["key"])
+    ss["selected"] = [k for k in ss.get("selected") or [] if k in keys]
+    return ss["selected"]
+
+
+def _chart_selected(chart_key: str) -> None:
+    st.session_state["selected"] = ui.selection_keys(st.session_state.get(chart_key))
+
+
+def tradeoff_chart(ok: pd.DataFrame, x: str, rec: fr.Recommendation, selected: list) -> None:
+    """One trade-off chart: click or box-select points to inspect them; PNG on demand."""
+    fig = charts.tradeoff_figure(ok, x, rec, selected)
+    fig.update_layout(height=460, legend=dict(orientation="h", y=-0.22, x=0))
+    key = f"chart_{x}"
+    st.plotly_chart(fig, key=key, on_select=functools.partial(_chart_selected, key),
+                    selection_mode=("points", "box"), config={"displaylogo": False})  # fmt: skip
+    name = "accuracy-vs-size" if x == "size_bytes" else "accuracy-vs-latency"
+    png_button(fig, f"{name}.png", key=f"png_{x}")
+
+
+def png_button(fig: go.Figure, file_name: str, key: str) -> None:
+    """Download the figure as a PNG; kaleido renders it only when clicked (~2 s)."""
+
+    def render() -> bytes:
+        return fig.to_image(format="png", width=1200, height=650, scale=2)
+
+    st.download_button("Download PNG", render, file_name=file_name, mime="image/png", key=key,
+                       icon=":material/image:", type="tertiary", on_click="ignore")  # fmt: skip
+
+
+def selection_details(ok: pd.DataFrame) -> None:
+    """The picked configs side by side with the baseline."""
+    labels = dict(zip(ok["key"], ok["label"]))
+    picked = st.multiselect("Inspect configs", list(labels), format_func=labels.get,
+                            key="selected", placeholder="Click or box-select points on a chart")  # fmt: skip
+    if picked:
+        st.dataframe(ui.versus_baseline(ok, picked), hide_index=True, width="stretch",
+                     column_config=COLUMNS | {
+                         "Δ accuracy (points)": st.column_config.NumberColumn(format="%+.2f"),
+                         "× smaller": COLUMNS["smaller"], "× faster": COLUMNS["faster"],
+                         "p50_ms": COLUMNS["p50_ms"]})  # fmt: skip
+
+
+def flag_summary(ok: pd.DataFrame) -> None:
+    flags = ui.flags(ok)
+    slower, bigger = int(flags["slower"].sum()), int(flags["not_smaller"].sum())
+    if slower or bigger:
+        parts = [f"{slower} slower than the baseline" if slower else "",
+                 f"{bigger} not smaller than it" if bigger else ""]  # fmt: skip
+        st.caption(
+            f"⚠ {' and '.join(p for p in parts if p)} (marked ✕ on the charts). Sub-8-bit "
+            "weights and unstructured sparsity shrink the file but run on dense fp32 kernels."
+        )
+
+
+def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
+    """Every config, sortable, with a CSV download of the full rows."""
+    table = ui.config_table(ok, rec)
+    order = [c for c in table.columns if c != "key"]
+    st.dataframe(table, hide_index=True, width="stretch", column_order=order,
+                 column_config=COLUMNS)  # fmt: skip
+    csv = ok.drop(columns=["plan"], errors="ignore").assign(
+        pareto=table["pareto"].to_numpy(), qualifies=table["qualifies"].to_numpy()
+    )
+    st.download_button("Download CSV", csv.to_csv(index=False), file_name=f"run-{run_id}.csv",
+                       mime="text/csv", icon=":material/table:", on_click="ignore")  # fmt: skip
+
+
+def is_finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def optim_home(tmp_path_factory):
+    """Every test session gets its own OPTIM_HOME (artifacts) and SQLite run store."""
+    home = tmp_path_factory.mktemp("optim-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTIM_HOME", str(home))
+        mp.delenv("OPTIM_DB_URL", raising=False)
+        yield home
+
+
+@pytest.fixture
+def fresh_store(tmp_path, monkeypatch):
+    """A store of its own for tests that count runs."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    monkeypatch.setenv("OPTIM_DB_URL", url)
+    from optim.store import Store
+
+    return Store(url)
+
+
+def pytest_report_header(config):
+    return f"OPTIM test artifacts under a temporary OPTIM_HOME; cores={os.cpu_count()}"

@@ -1,0 +1,114 @@
+"""The CLI: a real small sweep, frontier, export, and every bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+import sample_models
+from optim.cli import main
+from optim.store import Store
+
+SMALL = ["sweep", "--model", "digits_cnn", "--bits", "4,8,32", "--sparsity", "0,0.5"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTIM_DB_URL", f"sqlite:///{home / 'runs.db'}")
+        out = home / "results.csv"
+        assert main([*SMALL, "--out", str(out), "--jobs", "1"]) == 0
+        yield home, out, int(Store().runs().iloc[0]["id"])
+
+
+@pytest.fixture
+def cli_env(cli_run, monkeypatch):
+    monkeypatch.setenv("OPTIM_DB_URL", f"sqlite:///{cli_run[0] / 'runs.db'}")
+    return cli_run
+
+
+def test_sweep_writes_csv_with_pareto_flag(cli_env):
+    _, out, _ = cli_env
+    df = pd.read_csv(out)
+    assert len(df) == 6
+    for col in ("label", "accuracy", "acc_low", "acc_high", "agreement", "size_bytes",
+                "latency_p50_ms", "latency_p90_ms", "latency_cv", "backend", "precision", "pareto"):  # fmt: skip
+        assert col in df.columns, col
+    assert df["pareto"].any() and not df["pareto"].all()
+
+
+def test_frontier_recommends(cli_env, capsys):
+    _, _, run_id = cli_env
+    assert main(["frontier", str(run_id), "--floor", "0.98", "--relative"]) == 0
+    assert "ship" in capsys.readouterr().out
+
+
+def test_export_writes_onnx_packed_and_recipe(cli_env, tmp_path, capsys):
+    _, _, run_id = cli_env
+    assert main(["export", str(run_id), "1", "--out", str(tmp_path / "x")]) == 0
+    recipe = json.loads((tmp_path / "x" / "recipe.json").read_text())
+    assert recipe["model"] == "digits_cnn" and "python -m optim build" in recipe["reproduce"]
+    assert (tmp_path / "x" / "model.onnx").stat().st_size > 0
+    # the recipe rebuilds the same artifact
+    plan = json.dumps(recipe["plan"])
+    assert main(["build", "--model", "digits_cnn", "--plan", plan, "--out", str(tmp_path / "y")]) == 0
+    assert (tmp_path / "y" / "model.optim").read_bytes() == (tmp_path / "x" / "model.optim").read_bytes()
+
+
+def _fails(argv, capsys, match):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("optim: error: "), err
+    assert match in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["sweep", "--model", "nope"], "unknown model 'nope'"),
+        ([*SMALL[:3], "--bits", "1"], "but got bits=1"),
+        ([*SMALL[:3], "--bits", "33"], "but got bits=33"),
+        ([*SMALL[:3], "--sparsity", "1.0"], "`0 <= sparsity < 1` must hold, but got sparsity=1.0"),
+        ([*SMALL[:3], "--sparsity", "-0.5"], "but got sparsity=-0.5"),
+        ([*SMALL[:3], "--bits", ","], "the grid is empty"),
+        ([*SMALL[:3], "--out", "/nonexistent-dir/x.csv"], "`--out` must be a file in an existing folder"),
+        (["sweep", "--resume", "999"], "run 999 does not exist"),
+        (["frontier", "999", "--floor", "0.9"], "run 999 has no results"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, match, capsys, fresh_store):
+    _fails(argv, capsys, match)
+    assert len(fresh_store.runs()) == 0
+
+
+def test_floor_above_every_config(cli_env, capsys):
+    _, _, run_id = cli_env
+    _fails(["frontier", str(run_id), "--floor", "0.9999"], capsys, "0.9999")
+
+
+def test_unwritable_store(monkeypatch, capsys):
+    monkeypatch.setenv("OPTIM_DB_URL", "sqlite:////proc/no/such/runs.db")
+    _fails(SMALL, capsys, "is not writable")
+
+
+def test_corrupted_weights(tmp_path, monkeypatch, capsys, fresh_store):
+    bad = tmp_path / "weights"
+    shutil.copytree(sample_models.WEIGHTS_DIR, bad)
+    (bad / "digits_cnn.safetensors").write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(sample_models, "WEIGHTS_DIR", bad)
+    _fails(SMALL, capsys, "is corrupted")
+    assert len(fresh_store.runs()) == 0
+
+
+def test_bad_onnx_source(tmp_path, capsys, fresh_store):
+    import numpy as np
+
+    (tmp_path / "m.onnx").write_bytes(b"garbage")
+    np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 3), np.float32), x_calib=np.zeros((4, 3), np.float32))
+    _fails(["sweep", "--model", f"{tmp_path}/m.onnx:{tmp_path}/d.npz"], capsys, "cannot be loaded")
+    assert len(fresh_store.runs()) == 0

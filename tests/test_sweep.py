@@ -1,0 +1,112 @@
+"""Sweeps end to end: rows in the store, determinism, kill -9 then resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from optim import plan as plans
+from optim.store import Store
+from optim.sweep import Settings, create, execute, grid, sweep
+from optim.techniques import Int8, Prune, Quantize
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = Settings(min_seconds=0.02, jobs=1)
+
+
+def test_grid_is_the_cross_product_with_prune_first():
+    g = grid(bits=(4, 8, 32), sparsity=(0.0, 0.5))
+    assert len(g) == 6
+    assert (Prune(0.5), Quantize(4)) in g and (Int8(),) in g and () in g and (Prune(0.5),) in g
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bits": (1,)}, r"`2 <= bits <= 8 or bits in \(16, 32\)` must hold, but got bits=1"),
+        ({"bits": (33,)}, r"but got bits=33"),
+        ({"sparsity": (1.0,)}, r"`0 <= sparsity < 1` must hold, but got sparsity=1.0"),
+        ({"sparsity": (-0.1,)}, r"but got sparsity=-0.1"),
+        ({"bits": ()}, r"the grid is empty"),
+    ],
+)
+def test_grid_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        grid(**kwargs)
+
+
+def test_small_sweep_end_to_end(fresh_store):
+    rows = []
+    run_id = sweep("digits_cnn", grid(bits=(4, 8, 32), sparsity=(0.0, 0.5)), FAST, fresh_store,
+                   progress=lambda done, total, row: rows.append((done, total)))  # fmt: skip
+    df = fresh_store.results(run_id)
+    assert len(df) == 6 and df["key"].is_unique and rows[-1] == (6, 6)
+    assert df["is_baseline"].sum() == 1
+    base = df[df["is_baseline"]].iloc[0]
+    assert base["accuracy"] > 0.95 and base["agreement"] == 1.0
+    assert (df["acc_low"] <= df["accuracy"]).all() and (df["accuracy"] <= df["acc_high"]).all()
+    for _, row in df.iterrows():
+        art = Path(row["artifact"])
+        assert (art / "model.optim").stat().st_size == row["size_bytes"]
+        assert row["latency_p90_ms"] >= row["latency_p50_ms"] > 0 and row["latency_runs"] >= 50
+    int8 = df[df["label"] == "int8 static/channel"].iloc[0]
+    assert int8["precision"].startswith("int8 QDQ") and int8["size_bytes"] < base["size_bytes"]
+    assert fresh_store.run(run_id)["status"] == "done"
+    assert fresh_store.run(run_id)["env"]["cpu"]["flags"] is not None
+
+
+def test_sweep_is_deterministic_given_a_seed(fresh_store):
+    plan_list = [(Prune(0.5), Quantize(3)), (Int8(calibration="percentile"),)]
+    a = fresh_store.results(sweep("digits_cnn", plan_list, FAST, fresh_store))
+    b = fresh_store.results(sweep("digits_cnn", plan_list, FAST, fresh_store))
+    cols = ["key", "accuracy", "acc_low", "acc_high", "agreement", "size_bytes"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_resume_computes_only_missing_configs(fresh_store):
+    plan_list = grid(bits=(3, 4, 32), sparsity=(0.0,))
+    run_id = create(fresh_store, "digits_cnn", plan_list, FAST)
+    first = plans.key(plan_list[0])
+    execute(fresh_store, run_id)
+    created = fresh_store.results(run_id).set_index("key")["seconds"]
+    execute(fresh_store, run_id)  # nothing missing: nothing new
+    again = fresh_store.results(run_id).set_index("key")["seconds"]
+    assert len(again) == 3 and again[first] == created[first]
+
+
+@pytest.mark.slow
+def test_kill_minus_9_during_a_sweep_then_resume(tmp_path):
+    env = {**os.environ, "OPTIM_DB_URL": f"sqlite:///{tmp_path / 'kill.db'}",
+           "OPTIM_HOME": str(tmp_path)}  # fmt: skip
+    cmd = [sys.executable, "-m", "optim", "sweep", "--model", "digits_cnn", "--bits", "2,3,4,5,6,32",
+           "--sparsity", "0,0.5,0.75", "--jobs", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    store = Store(env["OPTIM_DB_URL"])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = store.runs()
+        if len(runs) and int(runs.iloc[0]["results"]) >= 4:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-way
+    proc.wait()
+    run_id = int(store.runs().iloc[0]["id"])
+    kept = store.results(run_id)
+    assert 4 <= len(kept) < 18, "kill the sweep mid-way"
+    resumed = subprocess.run([sys.executable, "-m", "optim", "sweep", "--resume", str(run_id)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = store.results(run_id)
+    assert len(after) == 18 and after["key"].is_unique
+    # rows finished before the kill were not recomputed
+    merged = kept.merge(after, on="key", suffixes=("_before", "_after"))
+    assert (merged["seconds_before"] == merged["seconds_after"]).all()
+    assert store.run(run_id)["status"] == "done"
