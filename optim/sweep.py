@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from optim import measure, plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
@@ -162,7 +163,8 @@ def evaluate(
         acc, lo, hi = measure.accuracy_ci(pred == ref, seed=settings.seed)
     with lock if lock is not None else _nolock():
         lat = measure.latency(sess, source.example, min_seconds=settings.min_seconds)
-    params = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer)
+    params = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer
+                 if t.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32))  # not shapes
     row = {
         "key": plans.key(plan),
         "label": plans.label(plan),

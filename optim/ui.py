@@ -173,7 +173,7 @@ def floor_range(ok: pd.DataFrame, relative: bool, current: float | None) -> tupl
     acc = ok["accuracy"].to_numpy(dtype=float)
     base = baseline(ok)
     scale = float(base["accuracy"]) if relative and base is not None else 1.0
-    lo = math.floor(100 * (acc.min() / scale - 0.02)) / 100 if len(acc) else 0.0
+    lo = math.floor(100 * (acc.min() / scale - 0.05)) / 100 if len(acc) else 0.0
     hi = min(1.5, math.ceil(100 / scale) / 100) if relative else 1.0
     lo = max(0.01 if relative else 0.0, min(lo, hi - 0.01))
     if current is not None:
@@ -381,3 +381,45 @@ def form_fields(config: type) -> list[FormField]:
                              meta.get("help", ""), tuple(meta.get("choices", ())), low, high,
                              "None" in hint))  # fmt: skip
     return out
+
+
+# ------------------------------------------------------------------ models and plans
+
+
+def model_note(name: str) -> tuple[str, str]:
+    """(``"ready"`` | ``"train"`` | ``"missing"``, a sentence) for a sample model's weights."""
+    import sample_models
+
+    if sample_models.weights_path(name).is_file():
+        return "ready", "weights ready"
+    if not sample_models.SAMPLES[name].committed:
+        return "train", "trains on first use (about 3 minutes) before it can be measured"
+    return "missing", f"weights missing: run `python -m sample_models.train {name}`"
+
+
+def model_table(names: Sequence[str], figures: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per sample model: description, input and its baseline figures where known."""
+    from optim.sources import sample_source
+
+    rows = []
+    for name in names:
+        src, fig = sample_source(name), figures.get(name, {})
+        rows.append({
+            "model": name,
+            "description": src.description,
+            "input": " × ".join(str(d) for d in src.input_shape),
+            "accuracy": fig.get("accuracy", math.nan),
+            "size_bytes": fig.get("size_bytes", math.nan),
+            "p50_ms": fig.get("latency_p50_ms", math.nan),
+            "params": fig.get("params", math.nan),
+            "flops": fig.get("flops", math.nan),
+            "status": model_note(name)[1],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def count_configs(plan_list: Iterable[Sequence[object]]) -> int:
+    """How many configs a run of ``plan_list`` measures (the baseline included, once each)."""
+    from optim import plan as plans
+
+    return len({plans.key(()), *(plans.key(p) for p in plan_list)})

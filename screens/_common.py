@@ -113,7 +113,6 @@ def sidebar() -> None:
     """The run picker (newest first), the run's model, and presentation mode."""
     ss = st.session_state
     runs = store().runs()
-    print("SIDEBAR", len(runs), dict(ss), flush=True)
     with st.sidebar:
         if runs.empty:
             st.caption("No runs yet: start one on the Sweep page.")
@@ -159,7 +158,7 @@ def current() -> Current | None:
     run_id = st.session_state.get("run")
     if run_id is None:
         st.info("No runs yet. Start a sweep to measure what each optimization buys and costs.")
-        st.page_link("pages/sweep.py", label="Go to Sweep", icon=":material/play_arrow:")
+        st.page_link("screens/sweep.py", label="Go to Sweep", icon=":material/play_arrow:")
         return None
     try:
         run = store().run(int(run_id))
@@ -236,3 +235,47 @@ def failed_expander(failed: pd.DataFrame) -> None:
     if len(failed):
         with st.expander(f"{len(failed)} config(s) failed and are not charted"):
             st.dataframe(ui.failed_table(failed), hide_index=True, width="stretch")
+
+
+# ------------------------------------------------------------------ models
+
+
+def model_picker() -> str:
+    """The sample model select box (shared by Models and Sweep), defaulting to the run's."""
+    from optim.sources import sample_names, sample_source
+
+    names, ss = sample_names(), st.session_state
+    if ss.get("model") not in names:
+        run_id, runs = ss.get("run"), store().runs()
+        hit = runs.loc[runs["id"] == run_id, "model"] if run_id is not None else []
+        ss["model"] = hit.iloc[0] if len(hit) and hit.iloc[0] in names else names[0]
+    name = st.selectbox("Model", names, key="model",
+                        format_func=lambda n: f"{n} — {sample_source(n).description}")  # fmt: skip
+    state, note = ui.model_note(name)
+    if state != "ready":
+        (st.warning if state == "missing" else st.info)(f"{name}: {note}.")
+    return name
+
+
+@st.cache_data(show_spinner="Profiling the model (a few seconds)…", max_entries=32)
+def profile(name: str, threads: int = 1):
+    """``optim.profile.profile``, cached per model and thread count."""
+    from optim.profile import profile as run_profile
+
+    return run_profile(name, threads=threads)
+
+
+def baseline_figures() -> dict[str, dict]:
+    """Each model's baseline row from its newest run that has one (params, size, latency...)."""
+    runs, out = store().runs(), {}
+    for row in runs[runs["results"] > 0].to_dict("records"):
+        if row["model"] not in out:
+            ok, _ = ui.split_rows(store().results(int(row["id"])))
+            if (base := ui.baseline(ok)) is not None:
+                out[row["model"]] = base.to_dict()
+    return out
+
+
+def measured(run_id: int) -> pd.DataFrame:
+    """The measured (charted) rows of a run."""
+    return ui.split_rows(store().results(run_id))[0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _common as common
-from pages import _views as views
+from screens import _common as common
+from screens import _views as views
 
 st.title("Trade-offs")
 cur = common.current()

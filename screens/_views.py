@@ -176,3 +176,58 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
 
 def is_finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
+
+
+MODEL_COLUMNS = {
+    "model": st.column_config.TextColumn("Model", pinned=True),
+    "description": st.column_config.TextColumn("Description", width="large"),
+    "input": st.column_config.TextColumn("Input"),
+    "accuracy": st.column_config.NumberColumn("Baseline accuracy", format="percent"),
+    "size_bytes": st.column_config.NumberColumn("Size", format="bytes"),
+    "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms"),
+    "params": st.column_config.NumberColumn("Params", format="compact"),
+    "flops": st.column_config.NumberColumn("FLOPs", format="compact"),
+    "status": st.column_config.TextColumn("Weights"),
+}
+LAYER_COLUMNS = {
+    "layer": st.column_config.TextColumn("Layer"),
+    "type": st.column_config.TextColumn("Type"),
+    "params": st.column_config.NumberColumn("Params", format="localized"),
+    "flops": st.column_config.NumberColumn("FLOPs", format="compact"),
+    "latency_share": st.column_config.ProgressColumn(
+        "Share of latency", format="percent", min_value=0.0, max_value=1.0
+    ),
+}
+
+
+COMPARE_COLUMNS = {
+    "run": st.column_config.TextColumn("Run", pinned=True),
+    "configs": st.column_config.NumberColumn("Configs"),
+    "baseline accuracy": st.column_config.NumberColumn("Baseline accuracy", format="percent"),
+    "best size": st.column_config.NumberColumn("Smallest at floor", format="bytes"),
+    "best size config": st.column_config.TextColumn("… config"),
+    "best p50 ms": st.column_config.NumberColumn("Fastest at floor", format="%.3f ms"),
+    "best p50 ms config": st.column_config.TextColumn("… config"),
+    "frontier size": st.column_config.NumberColumn(
+        "Frontier size", help="Configs on the accuracy / size / latency Pareto frontier"
+    ),
+}
+
+
+def _reset_floor() -> None:
+    st.session_state["floor"] = 0.99 if st.session_state["relative"] else 0.95
+
+
+def compare_floor() -> tuple[float, bool]:
+    """The floor the comparison applies (shared with Trade-offs), absolute or % of baseline."""
+    ss = st.session_state
+    lo, hi = (0.5, 1.5) if ss.get("relative") else (0.5, 1.0)
+    if ss.get("floor") is None:
+        ss["floor"] = 0.99 if ss.get("relative") else 0.95
+    ss["floor"] = min(max(ss["floor"], lo), hi)
+    floor_col, unit_col = st.columns([5, 1.3], vertical_alignment="bottom")
+    what = "of each run's baseline" if ss.get("relative") else "accuracy on held-out data"
+    floor = floor_col.slider(f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent",
+                             key="floor")  # fmt: skip
+    relative = unit_col.toggle("% of baseline", key="relative", on_change=_reset_floor)
+    return floor, relative

@@ -1,0 +1,43 @@
+"""Models: the sample models with their baseline figures, and one model's per-layer profile."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from optim import charts, ui
+from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
+from optim.sources import sample_names
+from screens import _common as common
+from screens import _views as views
+
+st.title("Models")
+st.caption("Baseline figures come from each model's newest run, or from its profile once taken.")
+
+figures = common.baseline_figures() | st.session_state.setdefault("_profiled", {})
+st.dataframe(ui.model_table(sample_names(), figures), hide_index=True, width="stretch",
+             column_config=views.MODEL_COLUMNS)  # fmt: skip
+
+st.subheader("Profile")
+name = common.model_picker()
+state, _ = ui.model_note(name)
+if state == "missing":
+    st.stop()
+if state == "train" and not st.session_state.get(f"_train_{name}"):
+    st.button("Train and profile (about 3 minutes)", icon=":material/model_training:",
+              on_click=st.session_state.__setitem__, args=(f"_train_{name}", True))  # fmt: skip
+    st.stop()
+
+prof = common.profile(name)
+st.session_state["_profiled"][name] = prof.summary
+s = prof.summary
+params, flops, acc, size, latency = st.columns(5)
+params.metric("Parameters", f"{s['params']:,}")
+flops.metric("FLOPs / example", f"{s['flops'] / 1e6:,.2f} M" if s["flops"] else "n/a")
+acc.metric("Accuracy", fmt_pct(s["accuracy"]),
+           help=f"95 % CI {fmt_pct(s['acc_low'])} – {fmt_pct(s['acc_high'])}")  # fmt: skip
+size.metric("Size on disk", fmt_bytes(s["size_bytes"]), help=f"ONNX: {fmt_bytes(s['onnx_bytes'])}")
+latency.metric("Latency p50", fmt_ms(s["latency_p50_ms"]),
+               help=f"{s['backend']}, {s['threads']} thread(s), batch 1")  # fmt: skip
+
+st.plotly_chart(charts.profile_figure(prof.layers), config={"displaylogo": False})
+st.dataframe(prof.layers, hide_index=True, width="stretch", column_config=views.LAYER_COLUMNS)

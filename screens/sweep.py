@@ -1,0 +1,27 @@
+"""Sweep: pick a model and a grid of optimizations, see the cost up front, run it, watch it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from screens import _common as common
+from screens import _forms as forms
+
+st.title("Sweep")
+st.caption("Every config is built, written to disk and measured from that artifact alone. "
+           "The sweep runs in the background: close the tab, come back, it is still going.")  # fmt: skip
+common.flash()
+
+model = common.model_picker()
+st.subheader("Grid")
+plan_list = forms.grid_form()
+plan_list += forms.advanced_form()
+settings = forms.settings_form()
+forms.start_controls(model, plan_list, settings)
+
+st.subheader("Progress")
+cur = common.current()
+if cur is not None:
+    if cur.state not in common.LIVE:
+        common.status_banner(cur)
+    forms.progress_panel(cur.id)
