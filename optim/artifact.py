@@ -141,7 +141,7 @@ class _Blob:
         return [self.size - len(data), len(data)]
 
 
-def _pack_tensor(name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob) -> dict:
+def _pack_tensor(name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob, compress: bool) -> dict:
     spec: dict = {"shape": list(arr.shape), "dtype": arr.dtype.str}
     mask = enc.mask if enc is not None else None
     if enc is None and arr.size >= 64 and np.mean(arr == 0) >= SPARSE_MIN:
@@ -157,7 +157,11 @@ def _pack_tensor(name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob) 
         spec["values"] = blob.add(keep(enc.codes).astype(np.float16 if enc.bits == 16 else "<f4"))
     else:
         spec["kind"], spec["bits"] = "quant", enc.bits
-        spec["codes"] = blob.add(pack_bits(keep(enc.codes), enc.bits))
+        # Under zstd, 2-3 bit codes kept one per byte entropy-code better (zstd's Huffman stage
+        # sees their skewed distribution) than bit-packed; from 4 bits on packing is as good.
+        spec["packed"] = not (compress and enc.bits <= 3)
+        codes = keep(enc.codes)
+        spec["codes"] = blob.add(pack_bits(codes, enc.bits) if spec["packed"] else codes)
         spec["qshape"] = list(np.shape(enc.scale))
         spec["scale"] = blob.add(np.asarray(enc.scale, "<f4"))
         spec["zero_point"] = blob.add(np.asarray(enc.zero_point, np.uint8))
@@ -188,7 +192,9 @@ def _unpack_tensor(spec: dict, blob: bytes) -> np.ndarray:
     if spec["kind"] == "float":
         vals = get("values", "<f2" if spec["bits"] == 16 else "<f4")
         return Encoding(place(vals, vals.dtype), spec["bits"], mask=mask).dequantize()
-    codes = unpack_bits(get("codes", "u1"), spec["bits"], count)
+    codes = get("codes", "u1")
+    if spec.get("packed", True):
+        codes = unpack_bits(codes, spec["bits"], count)
     qshape = tuple(spec["qshape"])
     enc = Encoding(
         codes=place(codes, np.uint8),
@@ -207,7 +213,7 @@ def pack(graph: Graph, compress: bool = True) -> bytes:
     blob, layout = _Blob(), {}
     for t in skeleton.graph.initializer:
         arr = numpy_helper.to_array(t)
-        layout[t.name] = _pack_tensor(t.name, arr, graph.encodings.get(t.name), blob)
+        layout[t.name] = _pack_tensor(t.name, arr, graph.encodings.get(t.name), blob, compress)
         t.ClearField("raw_data")
         for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
             t.ClearField(f)
@@ -227,7 +233,9 @@ def pack(graph: Graph, compress: bool = True) -> bytes:
     if compress:
         import zstandard
 
-        data = zstandard.ZstdCompressor(level=19).compress(data)
+        # level 19 is slow (~2 MB/s): keep it for small artifacts, level 9 for large ones
+        level = 19 if len(data) < 8 << 20 else 9
+        data = zstandard.ZstdCompressor(level=level).compress(data)
     return data
 
 

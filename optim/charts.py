@@ -31,7 +31,7 @@ RED, GREY = "#B22222", "#555"
 _TEMPLATE = pio.templates["plotly_white"]  # the object validates faster than its name
 _HOVER = "%{customdata[1]}<extra>%{fullData.name}</extra>"
 _ROW = (
-    "<b>{}</b><br>accuracy {:.1%} (95 % CI {:.1%}-{:.1%})<br>size {:.1f} {}<br>"
+    "<b>{}</b><br>accuracy {:.1f} % (95 % CI {:.1f}-{:.1f} %)<br>size {:.1f} {}<br>"
     "latency p50 {:.2f} ms, p90 {:.2f} ms<br>executed {} on {}{}"
 )
 
@@ -110,11 +110,11 @@ def _empty(fig: go.Figure, text: str) -> go.Figure:
 def _customdata(df: pd.DataFrame, notes: np.ndarray) -> np.ndarray:
     """``[key, hover text]`` per row: cheaper for plotly to copy and serialize than 11 columns."""
     keys = _str(df, "key")
-    cols = [_str(df, "label") if "label" in df.columns else keys, _num(df, "accuracy")]
+    cols = [_str(df, "label") if "label" in df.columns else keys, 100 * _num(df, "accuracy")]
     size = _num(df, "size_bytes")
     exp = np.clip(np.log10(np.where(size > 0, size, 1)) // 3, 0, 3).astype(int)  # as fmt_bytes
     unit = np.array(["B", "KB", "MB", "GB"], dtype=object)[exp]
-    cols += [_num(df, "acc_low"), _num(df, "acc_high"), size / 1000.0**exp, unit]
+    cols += [100 * _num(df, "acc_low"), 100 * _num(df, "acc_high"), size / 1000.0**exp, unit]
     cols += [_num(df, "latency_p50_ms"), _num(df, "latency_p90_ms")]
     cols += [_str(df, "precision", "?"), _str(df, "backend", "?"), notes]
     rows = zip(*(c.tolist() for c in cols), strict=True)
@@ -183,6 +183,10 @@ def tradeoff_figure(
     keys, fam, b = _str(df, "key"), _str(df, "family", "other"), baseline_index(df)
     on = frontier(df, ("accuracy", x))
     notes, flagged = _notes(_num(df, "size_bytes"), _num(df, "latency_p50_ms"), b)
+    limits = {"size_bytes": c.max_size_bytes, "latency_p50_ms": c.max_latency_ms} if c else {}
+    for col, lim in limits.items():
+        if lim is not None:
+            notes[_num(df, col) > lim] += f"<br>⚠ over the {col.split('_')[0]} budget"
     cd = _customdata(df, notes)
 
     def points(mask: np.ndarray, name: str, marker: dict, trace: type = scatter, **kw) -> None:

@@ -175,3 +175,16 @@ def test_compare_figure() -> None:
 
 def test_formatters_are_reexported() -> None:
     assert fmt_bytes(44_700_000) == "44.7 MB" and fmt_pct(0.972) == "97.2 %"
+
+
+def test_hover_notes_flag_baseline_regressions_and_budgets() -> None:
+    df = rows(40)
+    rec = recommend(df, Constraints(floor=0.9, max_latency_ms=5.0))
+    fig = tradeoff_figure(df, rec=rec)
+    text = {r[0]: r[1] for t in fig.data if t.hovertemplate for r in t.customdata}
+    base = df.iloc[0]
+    for _, row in df.iloc[1:].iterrows():
+        assert ("slower than the baseline" in text[row.key]) == (
+            row.latency_p50_ms > base.latency_p50_ms
+        )
+        assert ("over the latency budget" in text[row.key]) == (row.latency_p50_ms > 5.0)
