@@ -217,6 +217,7 @@ class Headline:
     faster: str | None = None
     accuracy: str | None = None
     ci: str | None = None
+    detail: str = ""  # how many configs qualify, and whether the CI clears the floor
 
 
 def _times(ratio: float | None, more: str, less: str) -> str | None:
@@ -239,7 +240,17 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
     text += f"accuracy {fr.fmt_pct(acc)}" + (f" ({ci})" if ci else "") + "."
     if bool(row["is_baseline"]):
         text = f"At this floor, no optimized config beats the baseline: keep **{row['label']}**."
-    return Headline(text, str(row["label"]), smaller, faster, fr.fmt_pct(acc), ci)
+    c = rec.constraints
+    budgets = [t for t, v in (("size", c.max_size_bytes), ("latency", c.max_latency_ms)) if v]
+    within = f" within the {' and '.join(budgets)} budget{'s' * (len(budgets) > 1)}" if budgets else ""
+    detail = (
+        f"{int(rec.feasible.sum())} of {len(ok)} configs reach the floor of "
+        f"{fr.fmt_pct(rec.floor_value)}{within}; this is the "
+        f"{'smallest' if c.prefer == 'size' else 'fastest'} of them."
+    )
+    if ci and lo < rec.floor_value:
+        detail += " Its 95 % CI dips below the floor, so the margin is within noise."
+    return Headline(text, str(row["label"]), smaller, faster, fr.fmt_pct(acc), ci, detail)
 
 
 def flags(ok: pd.DataFrame) -> pd.DataFrame:

@@ -70,19 +70,28 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def split_indices(dataset: str) -> dict[str, np.ndarray]:
+    """Sorted row indices of the ``train``/``calib``/``test`` splits of ``dataset``."""
+    if dataset not in SPLIT_SIZES:
+        raise ValueError(f"`dataset` must be one of {DATASETS}, but got dataset={dataset!r}")
+    _, y = _raw(dataset)
+    n_test, n_calib = SPLIT_SIZES[dataset]
+    rest, test = train_test_split(
+        np.arange(len(y)), test_size=n_test, stratify=y, random_state=SPLIT_SEED
+    )
+    train, calib = train_test_split(
+        rest, test_size=n_calib, stratify=y[rest], random_state=SPLIT_SEED
+    )
+    return {"train": np.sort(train), "calib": np.sort(calib), "test": np.sort(test)}
+
+
 @functools.lru_cache(maxsize=len(DATASETS))
 def dataset_splits(dataset: str) -> dict[str, Split]:
     """The ``train``/``calib``/``test`` splits of ``dataset`` (cached, arrays read-only)."""
     x, y = _raw(dataset)
-    n_test, n_calib = SPLIT_SIZES[dataset]
-    idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=n_test, stratify=y, random_state=SPLIT_SEED)
-    train, calib = train_test_split(
-        rest, test_size=n_calib, stratify=y[rest], random_state=SPLIT_SEED
-    )
     if dataset == "digits_rgb64":
         x = upsample(x)
     return {
-        name: Split(_frozen(x[np.sort(part)]), _frozen(y[np.sort(part)]))
-        for name, part in (("train", train), ("calib", calib), ("test", test))
+        name: Split(_frozen(x[idx]), _frozen(y[idx]))
+        for name, idx in split_indices(dataset).items()
     }

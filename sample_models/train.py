@@ -140,6 +140,7 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; weights are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -57,19 +57,19 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
         ss["floor"] = ui.default_floor(ok, ss["relative"])
     lo, hi = ui.floor_range(ok, ss["relative"], ss["floor"])
     ss["floor"] = min(max(ss["floor"], lo), hi)
-    floor, unit, prefer, size, latency = st.columns([4, 1.3, 1.5, 1.3, 1.3], gap="medium")
-    what = "of baseline accuracy" if ss["relative"] else "accuracy on held-out data"
+    floor, prefer, size, latency = st.columns([3.4, 1.3, 1, 1], gap="medium")
+    what = "share of baseline accuracy" if ss["relative"] else "accuracy on held-out data"
     floor.slider(f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent", key="floor",
                  help="The lowest accuracy you would ship")  # fmt: skip
-    unit.toggle("% of baseline", key="relative", disabled=base is None,
-                on_change=_convert_floor, args=(float(base["accuracy"]) if base is not None else 0,),
-                help="Express the floor relative to the unoptimized model")  # fmt: skip
-    prefer.segmented_control("Prefer", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer",
-                             required=True)  # fmt: skip
-    size.number_input("Max size (MB)", min_value=0.0, step=0.1, format="%.3f", key="max_size_mb",
-                      placeholder="no budget")  # fmt: skip
-    latency.number_input("Max p50 latency (ms)", min_value=0.0, step=0.01, format="%.3f",
-                         key="max_latency_ms", placeholder="no budget")  # fmt: skip
+    floor.toggle("Floor as % of baseline", key="relative", disabled=base is None,
+                 on_change=_convert_floor, args=(float(base["accuracy"]) if base is not None else 0,),
+                 help="Express the floor relative to the unoptimized model")  # fmt: skip
+    prefer.segmented_control("Ship the", list(ui.PREFER), format_func=ui.PREFER.get,
+                             key="prefer", required=True)  # fmt: skip
+    size.number_input("Size budget (MB)", min_value=0.0, step=0.1, format="%.3f",
+                      key="max_size_mb", placeholder="none")  # fmt: skip
+    latency.number_input("p50 budget (ms)", min_value=0.0, step=0.01, format="%.3f",
+                         key="max_latency_ms", placeholder="none")  # fmt: skip
     return fr.recommend(ok, ui.constraints(ss, ok))
 
 
@@ -95,7 +95,7 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         speed.metric("Speed", head.faster or fr.fmt_ms(row["latency_p50_ms"]),
                      help=f"{fr.fmt_ms(row['latency_p50_ms'])} p50, batch 1")  # fmt: skip
         acc.metric("Accuracy", head.accuracy, delta=delta, delta_color="normal", help=head.ci)
-        st.caption(rec.message)
+        st.caption(head.detail)
 
 
 # ------------------------------------------------------------------ charts and selection
