@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Callable
@@ -18,18 +20,30 @@ logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
 
 def through_files(model: onnx.ModelProto, fn: Callable[[Path, Path], None]) -> onnx.ModelProto:
-    """Save ``model``, call ``fn(input_path, output_path)``, load the output."""
-    with tempfile.TemporaryDirectory(prefix="optim-ort-") as d:
-        src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
-        onnx.save(model, src)
-        fn(src, dst)
-        return onnx.load(dst)
+    """Save ``model``, call ``fn(input_path, output_path)``, load the output.
+
+    ORT's quantizers log to the root logger and print calibration progress; both are muted.
+    """
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="optim-ort-") as d, contextlib.redirect_stdout(io.StringIO()):
+            src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
+            onnx.save(model, src)
+            fn(src, dst)
+            return onnx.load(dst)
+    finally:
+        root.setLevel(level)
 
 
 class ArrayReader(CalibrationDataReader):
     """Feeds the calibration split in batches (the exported graphs have a dynamic batch axis)."""
 
     def __init__(self, input_name: str, x: np.ndarray, batch: int = 50) -> None:
+        # equal batches: ORT's histogram calibrators stack per-batch outputs and fail on a
+        # shorter last batch, so use the largest divisor of len(x) up to ``batch``
+        batch = max(d for d in range(1, min(batch, len(x)) + 1) if len(x) % d == 0)
         self.batches = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
         self.i = 0
 

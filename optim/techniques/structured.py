@@ -8,6 +8,7 @@ kept and only MLP hidden units are removed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -49,13 +50,15 @@ def structured_prune(model: torch.nn.Module, cfg: StructuredPrune, ctx: Context)
     if cfg.amount == 0:
         return model
     example = torch.from_numpy(ctx.source.example.copy())
-    pruner = tp.pruner.MagnitudePruner(
-        model,
-        example,
-        importance=tp.importance.MagnitudeImportance(p=1),
-        pruning_ratio=cfg.amount,
-        ignored_layers=_ignored(model, ctx.source.family),
-        round_to=None,
-    )
-    pruner.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch-pruning warns about unwrapped parameters
+        pruner = tp.pruner.MagnitudePruner(
+            model,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=cfg.amount,
+            ignored_layers=_ignored(model, ctx.source.family),
+            round_to=None,
+        )
+        pruner.step()
     return model.eval()
