@@ -24,8 +24,8 @@ _EXPORTS = {
                       "sample_source"],
     "optim.store": ["Store"],
     "optim.sweep": ["Settings", "create", "execute", "grid", "sweep"],
-    "optim.techniques": ["DynamicInt8", "Int4MatMul", "Int8", "Prune", "Quantize",
-                         "StructuredPrune"],
+    "optim.techniques": ["QAT", "Distill", "DynamicInt8", "FineTune", "Int4MatMul", "Int8",
+                         "LowRank", "Prune", "Quantize", "StructuredPrune"],
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

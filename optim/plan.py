@@ -92,8 +92,11 @@ def label(plan: Sequence[object]) -> str:
 
 
 def family(plan: Sequence[object]) -> str:
-    """The plan's technique family for colouring: the last step's family, or "baseline"."""
-    return _technique(plan[-1]).family if plan else "baseline"
+    """The plan's technique families joined in order, e.g. ``"prune+quantize"`` (fine-tuning,
+    a recovery step, is left out), or ``"baseline"`` for the empty plan."""
+    names = [_technique(c).family for c in plan]
+    names = [n for i, n in enumerate(names) if n != "finetune" and n not in names[:i]]
+    return "+".join(names) or ("finetune" if plan else "baseline")
 
 
 def split(plan: Sequence[object]) -> tuple[tuple, tuple]:

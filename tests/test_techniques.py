@@ -16,7 +16,18 @@ from optim import plan as plans
 from optim.artifact import weight_initializers
 from optim.sources import sample_source
 from optim.sweep import Settings, build, evaluate
-from optim.techniques import DynamicInt8, Int4MatMul, Int8, Prune, Quantize, StructuredPrune
+from optim.techniques import (
+    QAT,
+    Distill,
+    DynamicInt8,
+    FineTune,
+    Int4MatMul,
+    Int8,
+    LowRank,
+    Prune,
+    Quantize,
+    StructuredPrune,
+)
 from optim.techniques.quantize import quantize_array
 
 
@@ -115,6 +126,10 @@ EXAMPLES = {
     "Int8": Int8(),
     "DynamicInt8": DynamicInt8(),
     "Int4MatMul": Int4MatMul(),
+    "FineTune": FineTune(1),
+    "LowRank": LowRank(0.5),
+    "Distill": Distill(0.5, epochs=3),
+    "QAT": QAT(3, epochs=1),
 }
 
 

@@ -57,7 +57,7 @@ def quantize_array(
 
     Example:
         >>> quantize_array(np.array([[-1.0, 0.5, 1.0]], np.float32), 2, 0, True).dequantize()
-        array([[-1.,  1.,  1.]], dtype=float32)
+        array([[-1.,  0.,  1.]], dtype=float32)
     """
     w = np.asarray(w, np.float32)
     reduce = tuple(i for i in range(w.ndim) if axis is None or i != axis % w.ndim)

@@ -1,0 +1,172 @@
+"""Knowledge distillation: train a narrower student on the incoming model's soft targets.
+
+The incoming model is the teacher. The student is the source family's own architecture at a
+width multiplier (the sample CNN, MLP or ViT with fewer channels), or a small generic CNN / MLP
+over the same input for other families, trained from scratch on the ``train`` split with
+``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)`` and early stopping on a
+validation part of it (:func:`optim.train.fit`). ``alpha=0`` is the same student trained on the
+labels alone: the control that shows what the soft targets add.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from optim.plan import Context, technique
+from optim.train import fit, seeded
+
+# stop when 8 epochs in a row bring no better validation score: distilling from scratch is noisy
+PATIENCE = 8
+
+
+@dataclass(frozen=True)
+class Distill:
+    """Replace the model by a ``width``-times narrower student distilled from it.
+
+    Example:
+        >>> Distill(0.5).label
+        'distill 50% width'
+    """
+
+    width: float = field(
+        default=0.5,
+        metadata={"help": "student channels / hidden units vs the model's", "range": (0.1, 1.0)},
+    )
+    # a student starts from scratch: 40 epochs of ~17 steps, as the digits samples were trained
+    epochs: int = field(
+        default=40, metadata={"help": "at most this many epochs", "range": (1, 200)}
+    )
+    lr: float = field(
+        default=3e-3, metadata={"help": "peak learning rate (cosine decay)", "range": (1e-4, 1e-2)}
+    )
+    # T=4 softens 10-class logits enough that the runner-up classes carry signal
+    temperature: float = field(
+        default=4.0,
+        metadata={"help": "softmax temperature of the soft targets", "range": (1.0, 10.0)},
+    )
+    alpha: float = field(
+        default=0.7,
+        metadata={
+            "help": "weight of the soft (teacher) term vs the label term",
+            "range": (0.0, 1.0),
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.width <= 1:
+            raise ValueError(f"`0 < width <= 1` must hold, but got width={self.width}")
+        if self.epochs < 1:
+            raise ValueError(f"`epochs >= 1` must hold, but got epochs={self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"`lr > 0` must hold, but got lr={self.lr}")
+        if not self.temperature > 0:
+            raise ValueError(
+                f"`temperature > 0` must hold, but got temperature={self.temperature}"
+            )
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"`0 <= alpha <= 1` must hold, but got alpha={self.alpha}")
+
+    @property
+    def label(self) -> str:
+        return f"distill {self.width:.0%} width" + ("" if self.alpha else " (labels only)")
+
+
+def _c(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def _cnn(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """The digits CNN (32-64-64 channels, two 2x2 max-pools) at ``width``; else the generic one."""
+    if len(shape) != 3 or min(shape[1:]) < 4:
+        return _generic(width, shape, classes)
+    c1, c2 = _c(32, width), _c(64, width)
+    return nn.Sequential(
+        nn.Conv2d(shape[0], c1, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(c2 * (shape[1] // 4) * (shape[2] // 4), classes),
+    )  # fmt: skip
+
+
+def _mlp(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """The cancer MLP (standardize, 64 -> 32 hidden units) at ``width``; flattens its input."""
+    from sample_models.models import Standardize  # fitted to the train split by the caller
+
+    n = math.prod(shape)
+    h1, h2 = _c(64, width), _c(32, width)
+    layers = [Standardize(n), nn.Linear(n, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU()]
+    return nn.Sequential(
+        *([nn.Flatten()] if len(shape) > 1 else []), *layers, nn.Linear(h2, classes)
+    )
+
+
+def _vit(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """The digits ViT (dim 64, MLP 128, 4 heads) at ``width``; other inputs get the CNN."""
+    from sample_models.models import DIGIT_CLASSES, DigitsViT
+
+    if shape != (1, 8, 8) or classes != DIGIT_CLASSES:
+        return _generic(width, shape, classes)
+    heads = 4
+    return DigitsViT(dim=heads * _c(16, width), heads=heads, mlp_dim=_c(128, width))
+
+
+def _generic(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """A small CNN (16-32-64 channels, global pooling) for images; the MLP for anything else."""
+    if len(shape) != 3:
+        return _mlp(width, shape, classes)
+    c1, c2, c3 = _c(16, width), _c(32, width), _c(64, width)
+    return nn.Sequential(
+        nn.Conv2d(shape[0], c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
+        nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.BatchNorm2d(c3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c3, classes),
+    )  # fmt: skip
+
+
+STUDENTS: dict[str, Callable[[float, tuple[int, ...], int], nn.Module]] = {
+    "cnn": _cnn,
+    "mlp": _mlp,
+    "transformer": _vit,
+}
+"""Student builders by source family; any other family gets the generic CNN (or MLP)."""
+
+
+def student(family: str, width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """An untrained student for a source of ``family`` with inputs ``shape`` (no batch axis).
+
+    Example:
+        >>> sum(p.numel() for p in student("cnn", 0.5, (1, 8, 8), 10).parameters())
+        15338
+    """
+    if not 0 < width <= 1:
+        raise ValueError(f"`0 < width <= 1` must hold, but got width={width}")
+    return STUDENTS.get(family, _generic)(width, tuple(shape), classes)
+
+
+def _fit_standardize_(model: nn.Module, x: torch.Tensor) -> None:
+    """Set input standardization statistics from the train inputs, as the samples do."""
+    from sample_models.models import Standardize
+
+    for m in model.modules():
+        if isinstance(m, Standardize):
+            m.fit(x.flatten(1))
+
+
+@technique(Distill, stage="torch", family="distill")
+def distill(teacher: nn.Module, cfg: Distill, ctx: Context) -> nn.Module:
+    source = ctx.source
+    with torch.no_grad():
+        classes = teacher.eval()(torch.from_numpy(source.example.copy())).shape[-1]
+    with seeded(ctx.seed):
+        model = student(source.family, cfg.width, source.input_shape, classes)
+    if "train" in source.splits:
+        _fit_standardize_(model, torch.tensor(source.splits["train"].x))
+    return fit(
+        model, source, cfg.epochs, cfg.lr, seed=ctx.seed, teacher=teacher,
+        temperature=cfg.temperature, alpha=cfg.alpha, patience=PATIENCE,
+    )  # fmt: skip
