@@ -37,7 +37,8 @@ pages = [
 ]
 page = st.navigation(pages)
 
-common.sidebar()
+with common.friendly_errors():
+    common.sidebar()
 common.style()
 common.mirror_state(page.url_path or start)
 common.notices()

@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "page": "tradeoffs",
     "present": False,
 }
-NUMERIC = ("floor", "accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms")
+NUMERIC = ("accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms")
+_BOOL = {"1": True, "true": True, "0": False, "false": False}
 
 
 # ------------------------------------------------------------------ view state <-> URL
@@ -57,13 +58,13 @@ def parse_params(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     parsers = {
         "run": lambda v: _number(v, int, 1),
         "floor": lambda v: _number(v, float, 0.0),
-        "relative": lambda v: {"1": True, "true": True, "0": False, "false": False}[v.lower()],
+        "relative": lambda v: _BOOL[v.lower()],
         "max_size_mb": lambda v: _number(v, float, 1e-9),
         "max_latency_ms": lambda v: _number(v, float, 1e-9),
-        "prefer": lambda v: {"size": "size", "latency": "latency"}[v],
+        "prefer": lambda v: {p: p for p in PREFER}[v],
         "selected": lambda v: tuple(s for s in v.split(",") if s),
         "page": lambda v: {p: p for p in PAGES}[v],
-        "present": lambda v: {"1": True, "true": True, "0": False, "false": False}[v.lower()],
+        "present": lambda v: _BOOL[v.lower()],
     }
     state, bad = {}, []
     for name, parse in parsers.items():
@@ -128,7 +129,7 @@ def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return df.copy(), df.copy()
     ok = df["accuracy"].notna() & df["size_bytes"].notna() & df["latency_p50_ms"].notna()
     good = df[ok].reset_index(drop=True)
-    good = good.astype({c: float for c in NUMERIC if c in good.columns and c != "floor"})
+    good = good.astype({c: float for c in NUMERIC})
     good["is_baseline"] = good["is_baseline"].fillna(False).astype(bool)
     return good, df[~ok].reset_index(drop=True)
 
@@ -227,7 +228,7 @@ def _times(ratio: float | None, more: str, less: str) -> str | None:
 
 
 def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
-    """"At this floor, ship CONFIG: N× smaller, M× faster, accuracy A (95 % CI lo–hi)"."""
+    """The card: "At this floor, ship CONFIG: N× smaller, M× faster, accuracy A (95 % CI)"."""
     if rec.key is None:
         return Headline(rec.message)
     row = ok[ok["key"] == rec.key].iloc[0]
@@ -242,7 +243,9 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
         text = f"At this floor, no optimized config beats the baseline: keep **{row['label']}**."
     c = rec.constraints
     budgets = [t for t, v in (("size", c.max_size_bytes), ("latency", c.max_latency_ms)) if v]
-    within = f" within the {' and '.join(budgets)} budget{'s' * (len(budgets) > 1)}" if budgets else ""
+    within = (
+        f" within the {' and '.join(budgets)} budget{'s' * (len(budgets) > 1)}" if budgets else ""
+    )
     detail = (
         f"{int(rec.feasible.sum())} of {len(ok)} configs reach the floor of "
         f"{fr.fmt_pct(rec.floor_value)}{within}; this is the "
@@ -271,28 +274,35 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
     b_size = float(base["size_bytes"]) if base is not None else math.nan
     b_lat = float(base["latency_p50_ms"]) if base is not None else math.nan
     flag = flags(ok)
-    notes = np.where(flag["slower"], "slower than baseline", "")
-    notes = [", ".join(t for t in pair if t) for pair in zip(notes, np.where(flag["not_smaller"], "not smaller", ""))]
-    feasible = rec.feasible if rec is not None and len(rec.feasible) == len(ok) else np.zeros(len(ok), bool)
-    return pd.DataFrame({
-        "config": ok["label"],
-        "family": ok["family"],
-        "accuracy": ok["accuracy"],
-        "ci_low": ok["acc_low"],
-        "ci_high": ok["acc_high"],
-        "agreement": ok["agreement"].astype(float),
-        "size_bytes": ok["size_bytes"],
-        "smaller": b_size / ok["size_bytes"],
-        "p50_ms": ok["latency_p50_ms"],
-        "faster": b_lat / ok["latency_p50_ms"],
-        "p90_ms": ok["latency_p90_ms"].astype(float),
-        "executed": ok["precision"],
-        "stored": ok["stored"],
-        "pareto": fr.frontier(ok) if len(ok) else [],
-        "qualifies": feasible,
-        "flags": notes,
-        "key": ok["key"],
-    })  # fmt: skip
+    slower = np.where(flag["slower"], "slower than baseline", "")
+    bigger = np.where(flag["not_smaller"], "not smaller", "")
+    notes = [", ".join(t for t in pair if t) for pair in zip(slower, bigger, strict=True)]
+    feasible = (
+        rec.feasible
+        if rec is not None and len(rec.feasible) == len(ok)
+        else np.zeros(len(ok), bool)
+    )
+    return pd.DataFrame(
+        {
+            "config": ok["label"],
+            "family": ok["family"],
+            "accuracy": ok["accuracy"],
+            "ci_low": ok["acc_low"],
+            "ci_high": ok["acc_high"],
+            "agreement": ok["agreement"].astype(float),
+            "size_bytes": ok["size_bytes"],
+            "smaller": b_size / ok["size_bytes"],
+            "p50_ms": ok["latency_p50_ms"],
+            "faster": b_lat / ok["latency_p50_ms"],
+            "p90_ms": ok["latency_p90_ms"].astype(float),
+            "executed": ok["precision"],
+            "stored": ok["stored"],
+            "pareto": fr.frontier(ok) if len(ok) else [],
+            "qualifies": feasible,
+            "flags": notes,
+            "key": ok["key"],
+        }
+    )
 
 
 def compare_rows(
@@ -304,7 +314,10 @@ def compare_rows(
         base = baseline(ok)
         row: dict[str, Any] = {"run": name, "configs": len(ok)}
         row["baseline accuracy"] = float(base["accuracy"]) if base is not None else math.nan
-        for prefer, col, label in (("size", "size_bytes", "best size"), ("latency", "latency_p50_ms", "best p50 ms")):
+        for prefer, col, label in (
+            ("size", "size_bytes", "best size"),
+            ("latency", "latency_p50_ms", "best p50 ms"),
+        ):
             value, config = math.nan, ""
             if len(ok) and (base is not None or not relative):
                 rec = fr.recommend(ok, fr.Constraints(floor, relative, prefer=prefer))
@@ -314,7 +327,7 @@ def compare_rows(
             row[label], row[f"{label} config"] = value, config
         row["frontier size"] = int(fr.frontier(ok).sum()) if len(ok) else 0
         rows.append(row)
-    return pd.DataFrame(rows)  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def selection_keys(selection: Any) -> list[str]:
@@ -335,17 +348,21 @@ def versus_baseline(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     picked = ok[ok["key"].isin(keys) & ~ok["is_baseline"]]
     rows = ok[ok["is_baseline"]] if base is not None else ok.iloc[:0]
     out = pd.concat([rows, picked])
-    table = pd.DataFrame({
-        "config": out["label"],
-        "accuracy": out["accuracy"],
-        "Δ accuracy (points)": 100 * (out["accuracy"] - (base["accuracy"] if base is not None else np.nan)),
-        "size_bytes": out["size_bytes"],
-        "× smaller": (base["size_bytes"] if base is not None else np.nan) / out["size_bytes"],
-        "p50_ms": out["latency_p50_ms"],
-        "× faster": (base["latency_p50_ms"] if base is not None else np.nan) / out["latency_p50_ms"],
-        "agreement": out["agreement"].astype(float),
-        "executed": out["precision"],
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "config": out["label"],
+            "accuracy": out["accuracy"],
+            "Δ accuracy (points)": 100
+            * (out["accuracy"] - (base["accuracy"] if base is not None else np.nan)),
+            "size_bytes": out["size_bytes"],
+            "× smaller": (base["size_bytes"] if base is not None else np.nan) / out["size_bytes"],
+            "p50_ms": out["latency_p50_ms"],
+            "× faster": (base["latency_p50_ms"] if base is not None else np.nan)
+            / out["latency_p50_ms"],
+            "agreement": out["agreement"].astype(float),
+            "executed": out["precision"],
+        }
+    )
     return table.reset_index(drop=True)
 
 
@@ -364,6 +381,22 @@ class FormField:
     low: float | None = None
     high: float | None = None
     optional: bool = False
+
+    @property
+    def step(self) -> float:
+        """A step of about a tenth of the default's magnitude (0.05 for 0.5, 1e-4 for 1e-3)."""
+        if self.kind != "float":
+            return 1
+        span = self.high - self.low if self.low is not None and self.high is not None else 0.1
+        ref = abs(self.default) if self.default else span
+        return 10.0 ** (math.floor(math.log10(ref)) - 1) * (5 if ref >= 0.1 else 1)
+
+    @property
+    def format(self) -> str:
+        """printf format with enough decimals for :attr:`step`."""
+        if self.kind != "float":
+            return "%d"
+        return f"%.{max(2, -math.floor(math.log10(self.step)))}f"
 
 
 def form_fields(config: type) -> list[FormField]:
@@ -388,13 +421,25 @@ def form_fields(config: type) -> list[FormField]:
             kind = "int"
         else:
             kind = "float"
-        out.append(FormField(f.name, kind, None if default is dataclasses.MISSING else default,
-                             meta.get("help", ""), tuple(meta.get("choices", ())), low, high,
-                             "None" in hint))  # fmt: skip
+        out.append(
+            FormField(
+                f.name,
+                kind,
+                None if default is dataclasses.MISSING else default,
+                meta.get("help", ""),
+                tuple(meta.get("choices", ())),
+                low,
+                high,
+                "None" in hint,
+            )
+        )
     return out
 
 
 # ------------------------------------------------------------------ models and plans
+
+
+WEIGHTS = {"ready": "ready", "train": "trained on use", "missing": "missing"}
 
 
 def model_note(name: str) -> tuple[str, str]:
@@ -415,17 +460,19 @@ def model_table(names: Sequence[str], figures: Mapping[str, Mapping[str, Any]]) 
     rows = []
     for name in names:
         src, fig = sample_source(name), figures.get(name, {})
-        rows.append({
-            "model": name,
-            "description": src.description,
-            "input": " × ".join(str(d) for d in src.input_shape),
-            "accuracy": fig.get("accuracy", math.nan),
-            "size_bytes": fig.get("size_bytes", math.nan),
-            "p50_ms": fig.get("latency_p50_ms", math.nan),
-            "params": fig.get("params", math.nan),
-            "flops": fig.get("flops", math.nan),
-            "status": model_note(name)[1],
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "description": src.description,
+                "input": " × ".join(str(d) for d in src.input_shape),
+                "accuracy": fig.get("accuracy", math.nan),
+                "size_bytes": fig.get("size_bytes", math.nan),
+                "p50_ms": fig.get("latency_p50_ms", math.nan),
+                "params": fig.get("params", math.nan),
+                "flops": fig.get("flops", math.nan),
+                "weights": WEIGHTS[model_note(name)[0]],
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -55,7 +55,7 @@ def upsample(x: np.ndarray, size: int = UPSAMPLED_SIZE) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"`x` must have shape (N, 1, H, W), but got shape {x.shape}")
     up = F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(x)),
+        torch.tensor(x),  # a copy: x may be a read-only split
         size=(size, size),
         mode="bilinear",
         align_corners=False,

@@ -14,9 +14,33 @@ import streamlit as st
 from optim import sweep, ui
 from optim.store import Store, db_url
 
-WIDGETS = ("run", "floor", "relative", "max_size_mb", "max_latency_ms", "prefer", "present",
-           "selected", "model")  # fmt: skip
+WIDGETS = (
+    "run",
+    "floor",
+    "relative",
+    "max_size_mb",
+    "max_latency_ms",
+    "prefer",
+    "present",
+    "selected",
+    "model",
+)
 LIVE = ("pending", "running")
+
+
+def _pid(run: dict) -> int | None:
+    pid = run.get("pid")  # Store.runs() gives floats, NaN for none
+    return int(pid) if pid is not None and pid == pid else None
+
+
+def run_state(run: dict) -> str:
+    """``sweep.state`` of a run record or of a ``Store.runs()`` row."""
+    return sweep.state({"status": run["status"], "pid": _pid(run)})
+
+
+def is_live(run: dict) -> bool:
+    """Whether a worker is measuring the run now (a run never launched has no pid)."""
+    return _pid(run) is not None and run_state(run) in LIVE
 
 
 @st.cache_resource(show_spinner=False)
@@ -71,15 +95,17 @@ def present() -> bool:
 PRESENT_CSS = """
 <style>
 [data-testid="stToolbar"], [data-testid="stMainMenu"], [data-testid="stAppDeployButton"],
-[data-testid="stDecoration"], .st-key-dev-only { display: none !important; }
-[data-testid="stMetricValue"] { font-size: 3.2rem !important; line-height: 1.1; }
-[data-testid="stMetricLabel"] p { font-size: 1.15rem !important; }
-.st-key-headline p { font-size: 1.35rem; }
+[data-testid="stDecoration"] { display: none !important; }
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] p { font-size: 3.4rem !important; }
+[data-testid="stMetricLabel"] p { font-size: 1.2rem !important; }
+.st-key-ship [data-testid="stMetricValue"] p { font-size: 2.3rem !important; }
+.st-key-headline-text p { font-size: 1.45rem; }
 </style>
 """
 BASE_CSS = """
 <style>
-.st-key-headline [data-testid="stMetricValue"] { font-size: 2.1rem; }
+.st-key-ship [data-testid="stMetricValue"] p { white-space: normal; line-height: 1.15; }
+.st-key-headline-text p { font-size: 1.1rem; }
 .block-container { padding-top: 2.2rem; }
 </style>
 """
@@ -103,10 +129,6 @@ def friendly_errors() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------ runs
-
-
-def run_state(row: dict) -> str:
-    return sweep.state({"status": row["status"], "pid": row["pid"]})
 
 
 def sidebar() -> None:
@@ -180,9 +202,24 @@ def status_banner(cur: Current) -> None:
     """What the run is doing, and Resume where it stopped before finishing."""
     done, total = ui.progress(cur.run, len(cur.ok) + len(cur.failed))
     where = f"{done} of {total} configs measured"
+    if cur.state == "pending" and not cur.run.get("pid"):
+        st.warning(
+            f"Run #{cur.id} was created but never started: {where}.",
+            icon=":material/pause_circle:",
+        )
+        st.button(
+            "Start run",
+            key=f"resume-{cur.id}",
+            on_click=_resume,
+            args=(cur.id,),
+            icon=":material/play_arrow:",
+        )
+        return
     if cur.state in LIVE:
-        st.info(f"Run #{cur.id} is still running: {where}. Results update as they arrive.",
-                icon=":material/hourglass_top:")  # fmt: skip
+        st.info(
+            f"Run #{cur.id} is still running: {where}. Results update as they arrive.",
+            icon=":material/hourglass_top:",
+        )
         live_refresh(cur.id, done, cur.state)
         return
     if cur.state == "done":
@@ -195,8 +232,13 @@ def status_banner(cur: Current) -> None:
     show = st.error if cur.state == "failed" else st.warning
     show(text + " Finished rows are shown below.", icon=":material/warning:")
     if done < total:
-        st.button("Resume run", key=f"resume-{cur.id}", on_click=_resume, args=(cur.id,),
-                  icon=":material/replay:")  # fmt: skip
+        st.button(
+            "Resume run",
+            key=f"resume-{cur.id}",
+            on_click=_resume,
+            args=(cur.id,),
+            icon=":material/replay:",
+        )
 
 
 def live_refresh(run_id: int, n_rows: int, state: str) -> None:
@@ -223,7 +265,7 @@ def no_rows(cur: Current) -> bool:
     """Say so and return True when the run has no measured rows to chart."""
     if len(cur.ok):
         return False
-    if cur.state in LIVE:
+    if is_live(cur.run):
         st.info("No config has finished yet; the baseline comes first.")
     else:
         st.info(f"Run #{cur.id} has no measured results.")
@@ -249,8 +291,9 @@ def model_picker() -> str:
         run_id, runs = ss.get("run"), store().runs()
         hit = runs.loc[runs["id"] == run_id, "model"] if run_id is not None else []
         ss["model"] = hit.iloc[0] if len(hit) and hit.iloc[0] in names else names[0]
-    name = st.selectbox("Model", names, key="model",
-                        format_func=lambda n: f"{n} — {sample_source(n).description}")  # fmt: skip
+    name = st.selectbox(
+        "Model", names, key="model", format_func=lambda n: f"{n} — {sample_source(n).description}"
+    )
     state, note = ui.model_note(name)
     if state != "ready":
         (st.warning if state == "missing" else st.info)(f"{name}: {note}.")
@@ -263,6 +306,24 @@ def profile(name: str, threads: int = 1):
     from optim.profile import profile as run_profile
 
     return run_profile(name, threads=threads)
+
+
+def model_profile(name: str):
+    """The model's profile (cached), or None while its weights are missing or untrained."""
+    state, _ = ui.model_note(name)
+    if state == "missing":
+        return None
+    if state == "train" and not st.session_state.get(f"_train_{name}"):
+        st.button(
+            "Train and profile (about 3 minutes)",
+            icon=":material/model_training:",
+            on_click=st.session_state.__setitem__,
+            args=(f"_train_{name}", True),
+        )
+        return None
+    prof = profile(name)
+    st.session_state.setdefault("_profiled", {})[name] = prof.summary
+    return prof
 
 
 def baseline_figures() -> dict[str, dict]:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from optim import plan as plans
 from optim import sweep, ui
+from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from screens import _common as common
 
 BITS = (2, 3, 4, 5, 6, 8, 16, 32)
@@ -28,20 +29,47 @@ def _bits_label(b: int) -> str:
 def grid_form() -> list[tuple]:
     """The common bits × sparsity grid; returns its plans (empty, after a warning, if invalid)."""
     bits_col, sparsity_col = st.columns(2)
-    bits = bits_col.multiselect("Weight bits", BITS, default=[4, 8, 32], key="sweep_bits",
-                                format_func=_bits_label, help="32 = fp32 (no quantization)")  # fmt: skip
-    sparsity = sparsity_col.multiselect("Sparsity", SPARSITY, default=[0.0, 0.5],
-                                        key="sweep_sparsity", format_func=lambda s: f"{s:.0%}",
-                                        help="Fraction of weights (or channels) removed")  # fmt: skip
-    structured, granularity, int8, symmetric = st.columns(4)
-    structured = structured.toggle("Structured pruning", key="sweep_structured",
-                                   help="Remove whole channels: smaller and faster, less accurate")  # fmt: skip
-    grans = granularity.multiselect("Scales", ["channel", "tensor"], default=["channel"],
-                                    key="sweep_granularity", help="One scale per output channel or per tensor")  # fmt: skip
-    mode = int8.selectbox("8-bit mode", sweep.INT8_MODES, key="sweep_int8",
-                          format_func=lambda m: f"{m}: {INT8_HELP[m]}")  # fmt: skip
-    sym = symmetric.toggle("Symmetric", value=True, key="sweep_symmetric",
-                           help="Zero point fixed at 0 for sub-8-bit weights")  # fmt: skip
+    bits = bits_col.multiselect(
+        "Weight bits",
+        BITS,
+        default=[4, 8, 32],
+        key="sweep_bits",
+        format_func=_bits_label,
+        help="32 = fp32 (no quantization)",
+    )
+    sparsity = sparsity_col.multiselect(
+        "Sparsity",
+        SPARSITY,
+        default=[0.0, 0.5],
+        key="sweep_sparsity",
+        format_func=lambda s: f"{s:.0%}",
+        help="Fraction of weights (or channels) removed",
+    )
+    structured_col, scales_col, int8_col, symmetric_col = st.columns(4)
+    structured = structured_col.toggle(
+        "Structured pruning",
+        key="sweep_structured",
+        help="Remove whole channels: smaller and faster, usually less accurate",
+    )
+    grans = scales_col.multiselect(
+        "Scales",
+        ["channel", "tensor"],
+        default=["channel"],
+        key="sweep_granularity",
+        help="One scale per output channel, or one per tensor",
+    )
+    mode = int8_col.selectbox(
+        "8-bit mode",
+        sweep.INT8_MODES,
+        key="sweep_int8",
+        help="; ".join(f"{m}: {h}" for m, h in INT8_HELP.items()),
+    )
+    sym = symmetric_col.toggle(
+        "Symmetric",
+        value=True,
+        key="sweep_symmetric",
+        help="Zero point fixed at 0 for sub-8-bit weights",
+    )
     try:
         return sweep.grid(sorted(bits), sorted(sparsity), structured, grans, mode, sym)
     except ValueError as e:
@@ -53,14 +81,25 @@ def field_input(f: ui.FormField, key: str) -> object:
     """One technique field as a widget (choice, bool, int, float; None allowed if optional)."""
     label = f.name.replace("_", " ")
     if f.kind == "choice":
-        return st.selectbox(label, f.choices, index=f.choices.index(f.default), key=key, help=f.help)
+        return st.selectbox(
+            label, f.choices, index=f.choices.index(f.default), key=key, help=f.help
+        )
     if f.kind == "bool":
         return st.checkbox(label, value=bool(f.default), key=key, help=f.help)
+    low, high = f.low, f.high
     if f.kind == "int":
-        return st.number_input(label, min_value=f.low, max_value=f.high, value=f.default, step=1,
-                               key=key, help=f.help)  # fmt: skip
-    return st.number_input(label, min_value=f.low, max_value=f.high, value=f.default, step=0.05,
-                           key=key, help=f.help, placeholder="not set")  # fmt: skip
+        low, high = (None if v is None else int(v) for v in (low, high))
+    return st.number_input(
+        label,
+        min_value=low,
+        max_value=high,
+        value=f.default,
+        step=f.step,
+        format=f.format,
+        key=key,
+        help=f.help,
+        placeholder="not set",
+    )
 
 
 def _add_plan(plan_json: list) -> None:
@@ -73,15 +112,20 @@ def advanced_form() -> list[tuple]:
     """Hand-built plans from any registered technique (forms from its dataclass fields)."""
     ss = st.session_state
     with st.expander("Advanced: add technique plans"):
-        steps = st.multiselect("Steps, in order", list(plans.REGISTRY), key="adv_steps",
-                               help="Torch-stage steps (structured pruning) must come first")  # fmt: skip
+        steps = st.multiselect(
+            "Steps, in order",
+            list(plans.REGISTRY),
+            key="adv_steps",
+            help="Torch-stage steps (structured pruning) must come first",
+        )
         plan, problem = [], None
         for name in steps:
             tech = plans.REGISTRY[name]
             fields = ui.form_fields(tech.config)
-            st.markdown(f"**{name}** — {(tech.config.__doc__ or '').strip().splitlines()[0]}")
+            summary = next(iter((tech.config.__doc__ or "").strip().splitlines()), "")
+            st.markdown(f"**{name}** — {summary}")
             values = {}
-            for f, col in zip(fields, st.columns(max(len(fields), 1))):
+            for f, col in zip(fields, st.columns(max(len(fields), 3)), strict=False):
                 with col:
                     values[f.name] = field_input(f, key=f"adv_{name}_{f.name}")
             try:
@@ -96,8 +140,12 @@ def advanced_form() -> list[tuple]:
         if problem:
             st.warning(problem, icon=":material/warning:")
         elif plan:
-            st.button(f"Add plan: {plans.label(plan)}", on_click=_add_plan,
-                      args=(plans.to_json(plan),), icon=":material/add:")  # fmt: skip
+            st.button(
+                f"Add plan: {plans.label(plan)}",
+                on_click=_add_plan,
+                args=(plans.to_json(plan),),
+                icon=":material/add:",
+            )
         extra = [plans.from_json(p) for p in ss.get("extra_plans", [])]
         if extra:
             st.markdown("Added plans: " + ", ".join(f"`{plans.label(p)}`" for p in extra))
@@ -106,11 +154,22 @@ def advanced_form() -> list[tuple]:
 
 
 def settings_form() -> sweep.Settings:
-    threads, compress = st.columns(2)
-    n = threads.number_input("Latency threads", min_value=1, max_value=os.cpu_count() or 1,
-                             value=1, key="sweep_threads",
-                             help="Intra-op threads while timing; 1 = the edge-device worst case")  # fmt: skip
-    zstd = compress.toggle("zstd over the artifact", value=True, key="sweep_compress")
+    """How latency is measured and whether the artifact is entropy-coded."""
+    threads_col, zstd_col, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    n = threads_col.number_input(
+        "Latency threads",
+        min_value=1,
+        max_value=os.cpu_count() or 1,
+        value=1,
+        key="sweep_threads",
+        help="Intra-op threads while timing; 1 = the edge-device case",
+    )
+    zstd = zstd_col.toggle(
+        "zstd over the artifact",
+        value=True,
+        key="sweep_compress",
+        help="Entropy-code the packed weights (sizes include it)",
+    )
     return sweep.Settings(threads=int(n), compress=zstd)
 
 
@@ -126,16 +185,38 @@ def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
     st.session_state.pop("floor", None)  # the new run gets its own default floor
 
 
+def live_runs() -> list[int]:
+    """Ids of the runs whose worker is measuring right now."""
+    runs = common.store().runs()
+    return [int(r["id"]) for r in runs.to_dict("records") if common.is_live(r)]
+
+
 def start_controls(model: str, plan_list: list, settings: sweep.Settings) -> None:
-    """Number of configs, estimated time and the Run button."""
+    """Number of configs, estimated time and the Run button (one sweep at a time)."""
     n = ui.count_configs(plan_list) if plan_list else 0
     seconds = sweep.estimate_seconds(common.store(), model, n) if n else 0.0
+    busy = live_runs()
     count, eta, go = st.columns([1, 1, 1.2], vertical_alignment="center")
     count.metric("Configs", n, help="Including the fp32 baseline")
-    eta.metric("Estimated time", ui.fmt_duration(seconds) if n else "—",
-               help="From this model's earlier runs (else ~2 s per config), over the CPU cores")  # fmt: skip
-    go.button("Run sweep", type="primary", icon=":material/play_arrow:", disabled=not plan_list,
-              on_click=_start, args=(model, plan_list, settings), width="stretch")  # fmt: skip
+    eta.metric(
+        "Estimated time",
+        ui.fmt_duration(seconds) if n else "—",
+        help="From this model's earlier runs (else ~2 s per config), over the CPU cores",
+    )
+    go.button(
+        "Run sweep",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=not plan_list or bool(busy),
+        on_click=_start,
+        args=(model, plan_list, settings),
+        width="stretch",
+    )
+    if busy:
+        go.caption(
+            f"Run #{busy[0]} is still measuring; one sweep at a time keeps the latency "
+            "figures honest (parallel sweeps would share the cores)."
+        )
 
 
 def _cancel(run_id: int) -> None:
@@ -145,7 +226,7 @@ def _cancel(run_id: int) -> None:
 def progress_panel(run_id: int) -> None:
     """The run's progress and rows, polled from the store: any tab or reload sees the same."""
     store = common.store()
-    live = sweep.state(store.run(run_id)) in common.LIVE
+    live = common.is_live(store.run(run_id))
 
     @st.fragment(run_every=1.0 if live else None)
     def panel() -> None:
@@ -154,16 +235,23 @@ def progress_panel(run_id: int) -> None:
         except ValueError:
             st.warning(f"Run #{run_id} was deleted.")
             return
-        df, state = store.results(run_id), sweep.state(run)
+        df, state, now_live = store.results(run_id), sweep.state(run), common.is_live(run)
         done, total = ui.progress(run, len(df))
-        st.progress(done / max(total, 1), text=f"Run #{run_id} ({run['model']}): {done} of "
-                    f"{total} configs — {state}")  # fmt: skip
-        if state in common.LIVE:
-            st.button("Cancel", key=f"cancel-{run_id}", on_click=_cancel, args=(run_id,),
-                      icon=":material/stop:")  # fmt: skip
+        text = f"Run #{run_id} ({run['model']}): {done} of {total} configs — {state}"
+        if now_live and not done:
+            text += " (loading the model and measuring the fp32 baseline first)"
+        st.progress(done / max(total, 1), text=text)
+        if now_live:
+            st.button(
+                "Cancel",
+                key=f"cancel-{run_id}",
+                on_click=_cancel,
+                args=(run_id,),
+                icon=":material/stop:",
+            )
         if len(df):
             st.dataframe(rows_table(df), hide_index=True, width="stretch")
-        if (state in common.LIVE) != live:
+        if now_live != live:
             st.rerun(scope="app")  # the run ended (or restarted): refresh the whole page
 
     panel()
@@ -171,13 +259,19 @@ def progress_panel(run_id: int) -> None:
 
 def rows_table(df: pd.DataFrame) -> pd.DataFrame:
     """Finished rows, newest first, as they stream in."""
-    cols = {"label": "config", "accuracy": "accuracy", "size_bytes": "size_bytes",
-            "latency_p50_ms": "p50_ms", "seconds": "seconds", "error": "error"}  # fmt: skip
+    cols = {
+        "label": "config",
+        "accuracy": "accuracy",
+        "size_bytes": "size_bytes",
+        "latency_p50_ms": "p50_ms",
+        "seconds": "seconds",
+        "error": "error",
+    }
     table = df[[c for c in cols if c in df.columns]].rename(columns=cols).iloc[::-1]
     for col in ("accuracy", "size_bytes", "p50_ms", "seconds"):
         table[col] = pd.to_numeric(table[col], errors="coerce")
-    table["accuracy"] = table["accuracy"].map(lambda a: ui.fr.fmt_pct(a))
-    table["size_bytes"] = table["size_bytes"].map(lambda b: ui.fr.fmt_bytes(b))
-    table["p50_ms"] = table["p50_ms"].map(lambda t: "n/a" if t != t else ui.fr.fmt_ms(t))
+    table["accuracy"] = table["accuracy"].map(lambda a: fmt_pct(a))
+    table["size_bytes"] = table["size_bytes"].map(lambda b: fmt_bytes(b))
+    table["p50_ms"] = table["p50_ms"].map(lambda t: "n/a" if t != t else fmt_ms(t))
     table["seconds"] = table["seconds"].map(lambda t: "" if t != t else f"{t:.1f} s")
     return table.rename(columns={"size_bytes": "size", "p50_ms": "p50", "seconds": "took"})

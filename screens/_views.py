@@ -33,7 +33,9 @@ COLUMNS = {
     "p90_ms": st.column_config.NumberColumn("p90", format="%.3f ms"),
     "executed": st.column_config.TextColumn("Executed as"),
     "stored": st.column_config.TextColumn("Stored as"),
-    "pareto": st.column_config.CheckboxColumn("Pareto", help="On the accuracy/size/latency frontier"),
+    "pareto": st.column_config.CheckboxColumn(
+        "Pareto", help="On the accuracy/size/latency frontier"
+    ),
     "qualifies": st.column_config.CheckboxColumn("Qualifies", help="Meets the floor and budgets"),
     "flags": st.column_config.TextColumn("Flags"),
 }
@@ -59,21 +61,54 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
     ss["floor"] = min(max(ss["floor"], lo), hi)
     floor, prefer, size, latency = st.columns([3.4, 1.3, 1, 1], gap="medium")
     what = "share of baseline accuracy" if ss["relative"] else "accuracy on held-out data"
-    floor.slider(f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent", key="floor",
-                 help="The lowest accuracy you would ship")  # fmt: skip
-    floor.toggle("Floor as % of baseline", key="relative", disabled=base is None,
-                 on_change=_convert_floor, args=(float(base["accuracy"]) if base is not None else 0,),
-                 help="Express the floor relative to the unoptimized model")  # fmt: skip
-    prefer.segmented_control("Ship the", list(ui.PREFER), format_func=ui.PREFER.get,
-                             key="prefer", required=True)  # fmt: skip
-    size.number_input("Size budget (MB)", min_value=0.0, step=0.1, format="%.3f",
-                      key="max_size_mb", placeholder="none")  # fmt: skip
-    latency.number_input("p50 budget (ms)", min_value=0.0, step=0.01, format="%.3f",
-                         key="max_latency_ms", placeholder="none")  # fmt: skip
+    floor.slider(
+        f"Accuracy floor ({what})",
+        lo,
+        hi,
+        step=0.001,
+        format="percent",
+        key="floor",
+        help="The lowest accuracy you would ship",
+    )
+    floor.toggle(
+        "Floor as % of baseline",
+        key="relative",
+        disabled=base is None,
+        on_change=_convert_floor,
+        args=(float(base["accuracy"]) if base is not None else 0,),
+        help="Express the floor relative to the unoptimized model",
+    )
+    prefer.segmented_control(
+        "Ship the", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer", required=True
+    )
+    size.number_input(
+        "Size budget (MB)",
+        min_value=0.0,
+        step=0.1,
+        format="%.3f",
+        key="max_size_mb",
+        placeholder="none",
+    )
+    latency.number_input(
+        "p50 budget (ms)",
+        min_value=0.0,
+        step=0.01,
+        format="%.3f",
+        key="max_latency_ms",
+        placeholder="none",
+    )
     return fr.recommend(ok, ui.constraints(ss, ok))
 
 
 # ------------------------------------------------------------------ headline
+
+
+def _ratio(col, ratio: str | None, label: str, value: str, help: str) -> None:
+    """ "9.0× smaller" as the metric "Smaller than baseline: 9.0×"; without a ratio, the figure."""
+    if ratio:
+        value, word = ratio.split(" ", 1)
+        label = f"{word.capitalize()} than baseline"
+    col.metric(label, value, help=help)
 
 
 def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
@@ -83,18 +118,20 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         if head.config is None:
             st.warning(head.text, icon=":material/block:")
             return
-        st.markdown(head.text)
+        st.container(key="headline-text").markdown(head.text)
         row, base = ok[ok["key"] == rec.key].iloc[0], ui.baseline(ok)
-        delta = None
+        delta, color = None, "normal"
         if base is not None and not row["is_baseline"]:
-            delta = f"{100 * (row['accuracy'] - base['accuracy']):+.1f} points vs baseline"
+            points = 100 * (row["accuracy"] - base["accuracy"])
+            delta = f"{points:+.1f} points vs baseline"
+            if abs(points) < 0.05:
+                delta, color = "same as baseline", "off"
         ship, size, speed, acc = st.columns([2.2, 1, 1, 1.2])
-        ship.metric("Ship", head.config)
-        size.metric("Size", head.smaller or fr.fmt_bytes(row["size_bytes"]),
-                    help=f"{fr.fmt_bytes(row['size_bytes'])} on disk")  # fmt: skip
-        speed.metric("Speed", head.faster or fr.fmt_ms(row["latency_p50_ms"]),
-                     help=f"{fr.fmt_ms(row['latency_p50_ms'])} p50, batch 1")  # fmt: skip
-        acc.metric("Accuracy", head.accuracy, delta=delta, delta_color="normal", help=head.ci)
+        ship.container(key="ship").metric("Ship", head.config)
+        size_text, p50_text = fr.fmt_bytes(row["size_bytes"]), fr.fmt_ms(row["latency_p50_ms"])
+        _ratio(size, head.smaller, "Size", size_text, f"{size_text} on disk")
+        _ratio(speed, head.faster, "Latency p50", p50_text, f"{p50_text} p50, batch 1")
+        acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, help=head.ci)
         st.caption(head.detail)
 
 
@@ -120,8 +157,13 @@ def tradeoff_chart(ok: pd.DataFrame, x: str, rec: fr.Recommendation, selected: l
     fig = charts.tradeoff_figure(ok, x, rec, selected)
     fig.update_layout(height=460, legend=dict(orientation="h", y=-0.22, x=0))
     key = f"chart_{x}"
-    st.plotly_chart(fig, key=key, on_select=functools.partial(_chart_selected, key),
-                    selection_mode=("points", "box"), config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(
+        fig,
+        key=key,
+        on_select=functools.partial(_chart_selected, key),
+        selection_mode=("points", "box"),
+        config={"displaylogo": False},
+    )
     name = "accuracy-vs-size" if x == "size_bytes" else "accuracy-vs-latency"
     png_button(fig, f"{name}.png", key=f"png_{x}")
 
@@ -132,29 +174,51 @@ def png_button(fig: go.Figure, file_name: str, key: str) -> None:
     def render() -> bytes:
         return fig.to_image(format="png", width=1200, height=650, scale=2)
 
-    st.download_button("Download PNG", render, file_name=file_name, mime="image/png", key=key,
-                       icon=":material/image:", type="tertiary", on_click="ignore")  # fmt: skip
+    st.download_button(
+        "Download PNG",
+        render,
+        file_name=file_name,
+        mime="image/png",
+        key=key,
+        icon=":material/image:",
+        type="tertiary",
+        on_click="ignore",
+    )
 
 
 def selection_details(ok: pd.DataFrame) -> None:
     """The picked configs side by side with the baseline."""
-    labels = dict(zip(ok["key"], ok["label"]))
-    picked = st.multiselect("Inspect configs", list(labels), format_func=labels.get,
-                            key="selected", placeholder="Click or box-select points on a chart")  # fmt: skip
+    labels = dict(zip(ok["key"], ok["label"], strict=True))
+    picked = st.multiselect(
+        "Inspect configs",
+        list(labels),
+        format_func=labels.get,
+        key="selected",
+        placeholder="Click or box-select points on a chart",
+    )
     if picked:
-        st.dataframe(ui.versus_baseline(ok, picked), hide_index=True, width="stretch",
-                     column_config=COLUMNS | {
-                         "Δ accuracy (points)": st.column_config.NumberColumn(format="%+.2f"),
-                         "× smaller": COLUMNS["smaller"], "× faster": COLUMNS["faster"],
-                         "p50_ms": COLUMNS["p50_ms"]})  # fmt: skip
+        st.dataframe(
+            ui.versus_baseline(ok, picked),
+            hide_index=True,
+            width="stretch",
+            column_config=COLUMNS
+            | {
+                "Δ accuracy (points)": st.column_config.NumberColumn(format="%+.2f"),
+                "× smaller": COLUMNS["smaller"],
+                "× faster": COLUMNS["faster"],
+                "p50_ms": COLUMNS["p50_ms"],
+            },
+        )
 
 
 def flag_summary(ok: pd.DataFrame) -> None:
     flags = ui.flags(ok)
     slower, bigger = int(flags["slower"].sum()), int(flags["not_smaller"].sum())
     if slower or bigger:
-        parts = [f"{slower} slower than the baseline" if slower else "",
-                 f"{bigger} not smaller than it" if bigger else ""]  # fmt: skip
+        parts = [
+            f"{slower} slower than the baseline" if slower else "",
+            f"{bigger} not smaller than it" if bigger else "",
+        ]
         st.caption(
             f"⚠ {' and '.join(p for p in parts if p)} (marked ✕ on the charts). Sub-8-bit "
             "weights and unstructured sparsity shrink the file but run on dense fp32 kernels."
@@ -165,13 +229,20 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
     """Every config, sortable, with a CSV download of the full rows."""
     table = ui.config_table(ok, rec)
     order = [c for c in table.columns if c != "key"]
-    st.dataframe(table, hide_index=True, width="stretch", column_order=order,
-                 column_config=COLUMNS)  # fmt: skip
+    st.dataframe(
+        table, hide_index=True, width="stretch", column_order=order, column_config=COLUMNS
+    )
     csv = ok.drop(columns=["plan"], errors="ignore").assign(
         pareto=table["pareto"].to_numpy(), qualifies=table["qualifies"].to_numpy()
     )
-    st.download_button("Download CSV", csv.to_csv(index=False), file_name=f"run-{run_id}.csv",
-                       mime="text/csv", icon=":material/table:", on_click="ignore")  # fmt: skip
+    st.download_button(
+        "Download CSV",
+        csv.to_csv(index=False),
+        file_name=f"run-{run_id}.csv",
+        mime="text/csv",
+        icon=":material/table:",
+        on_click="ignore",
+    )
 
 
 def is_finite(v: float | None) -> bool:
@@ -187,7 +258,7 @@ MODEL_COLUMNS = {
     "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms"),
     "params": st.column_config.NumberColumn("Params", format="compact"),
     "flops": st.column_config.NumberColumn("FLOPs", format="compact"),
-    "status": st.column_config.TextColumn("Weights"),
+    "weights": st.column_config.TextColumn("Weights"),
 }
 LAYER_COLUMNS = {
     "layer": st.column_config.TextColumn("Layer"),
@@ -227,7 +298,21 @@ def compare_floor() -> tuple[float, bool]:
     ss["floor"] = min(max(ss["floor"], lo), hi)
     floor_col, unit_col = st.columns([5, 1.3], vertical_alignment="bottom")
     what = "of each run's baseline" if ss.get("relative") else "accuracy on held-out data"
-    floor = floor_col.slider(f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent",
-                             key="floor")  # fmt: skip
+    floor = floor_col.slider(
+        f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent", key="floor"
+    )
     relative = unit_col.toggle("% of baseline", key="relative", on_change=_reset_floor)
     return floor, relative
+
+
+def floor_line(fig: go.Figure, floor: float) -> None:
+    """Draw an absolute accuracy floor on a comparison figure, widening the axis to show it."""
+    lo, hi = fig.layout.yaxis.range or (floor, floor)
+    fig.update_yaxes(range=[min(lo, floor - 0.005), max(hi, floor + 0.005)])
+    fig.add_hline(
+        y=floor,
+        line=dict(color="#B22222", width=1.5),
+        annotation_text=f"floor {floor:.1%}",
+        annotation_position="top right",
+        annotation_font_color="#B22222",
+    )

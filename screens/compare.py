@@ -15,14 +15,19 @@ if runs.empty:
     st.stop()
 
 labels = {int(r["id"]): ui.run_label(r, common.run_state(r)) for r in runs.to_dict("records")}
-default = [r for r in labels if r == st.session_state.get("run")] or list(labels)[:2]
-picked = st.multiselect("Runs", list(labels), default=default, format_func=labels.get,
-                        key="compare_runs")  # fmt: skip
+current = st.session_state.get("run")
+default = ([current] if current in labels else []) + [r for r in labels if r != current]
+default = default[:2]  # the current run and the newest other one
+picked = st.multiselect(
+    "Runs", list(labels), default=default, format_func=labels.get, key="compare_runs"
+)
 if not picked:
     st.info("Pick one or more runs.")
     st.stop()
 
-results = {f"#{r} {runs.loc[runs['id'] == r, 'model'].iloc[0]}": common.measured(r) for r in picked}
+results = {
+    f"#{r} {runs.loc[runs['id'] == r, 'model'].iloc[0]}": common.measured(r) for r in picked
+}
 if empty := [name for name, ok in results.items() if not len(ok)]:
     st.warning(f"No measured results yet in {', '.join(empty)}.")
 
@@ -32,9 +37,15 @@ for column, x in ((size_chart, "size_bytes"), (latency_chart, "latency_p50_ms"))
     with column:
         fig = charts.compare_figure(results, x)
         fig.update_layout(height=440, legend=dict(orientation="h", y=-0.2, x=0))
+        if not relative:  # a relative floor differs per run: only the table applies it
+            views.floor_line(fig, floor)
         st.plotly_chart(fig, key=f"compare_{x}", config={"displaylogo": False})
         views.png_button(fig, f"compare-{x.split('_')[0]}.png", key=f"compare_png_{x}")
 
 st.subheader("At the floor")
-st.dataframe(ui.compare_rows(results, floor, relative), hide_index=True, width="stretch",
-             column_config=views.COMPARE_COLUMNS)  # fmt: skip
+st.dataframe(
+    ui.compare_rows(results, floor, relative),
+    hide_index=True,
+    width="stretch",
+    column_config=views.COMPARE_COLUMNS,
+)

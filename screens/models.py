@@ -13,31 +13,37 @@ from screens import _views as views
 st.title("Models")
 st.caption("Baseline figures come from each model's newest run, or from its profile once taken.")
 
-figures = common.baseline_figures() | st.session_state.setdefault("_profiled", {})
-st.dataframe(ui.model_table(sample_names(), figures), hide_index=True, width="stretch",
-             column_config=views.MODEL_COLUMNS)  # fmt: skip
+table = st.container()  # filled after the profile below, so it includes it
 
 st.subheader("Profile")
 name = common.model_picker()
-state, _ = ui.model_note(name)
-if state == "missing":
-    st.stop()
-if state == "train" and not st.session_state.get(f"_train_{name}"):
-    st.button("Train and profile (about 3 minutes)", icon=":material/model_training:",
-              on_click=st.session_state.__setitem__, args=(f"_train_{name}", True))  # fmt: skip
+prof = common.model_profile(name)  # None (after saying why) until the weights exist
+figures = common.baseline_figures() | st.session_state.get("_profiled", {})
+table.dataframe(
+    ui.model_table(sample_names(), figures),
+    hide_index=True,
+    width="stretch",
+    column_config=views.MODEL_COLUMNS,
+    placeholder="—",
+)
+if prof is None:
     st.stop()
 
-prof = common.profile(name)
-st.session_state["_profiled"][name] = prof.summary
 s = prof.summary
 params, flops, acc, size, latency = st.columns(5)
 params.metric("Parameters", f"{s['params']:,}")
 flops.metric("FLOPs / example", f"{s['flops'] / 1e6:,.2f} M" if s["flops"] else "n/a")
-acc.metric("Accuracy", fmt_pct(s["accuracy"]),
-           help=f"95 % CI {fmt_pct(s['acc_low'])} – {fmt_pct(s['acc_high'])}")  # fmt: skip
+acc.metric(
+    "Accuracy",
+    fmt_pct(s["accuracy"]),
+    help=f"95 % CI {fmt_pct(s['acc_low'])} – {fmt_pct(s['acc_high'])}",
+)
 size.metric("Size on disk", fmt_bytes(s["size_bytes"]), help=f"ONNX: {fmt_bytes(s['onnx_bytes'])}")
-latency.metric("Latency p50", fmt_ms(s["latency_p50_ms"]),
-               help=f"{s['backend']}, {s['threads']} thread(s), batch 1")  # fmt: skip
+latency.metric(
+    "Latency p50",
+    fmt_ms(s["latency_p50_ms"]),
+    help=f"{s['backend']}, {s['threads']} thread(s), batch 1",
+)
 
 st.plotly_chart(charts.profile_figure(prof.layers), config={"displaylogo": False})
 st.dataframe(prof.layers, hide_index=True, width="stretch", column_config=views.LAYER_COLUMNS)

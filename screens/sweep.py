@@ -8,8 +8,10 @@ from screens import _common as common
 from screens import _forms as forms
 
 st.title("Sweep")
-st.caption("Every config is built, written to disk and measured from that artifact alone. "
-           "The sweep runs in the background: close the tab, come back, it is still going.")  # fmt: skip
+st.caption(
+    "Every config is built, written to disk and measured from that artifact alone. "
+    "The sweep runs in the background: close the tab, come back, it is still going."
+)
 common.flash()
 
 model = common.model_picker()
@@ -22,6 +24,6 @@ forms.start_controls(model, plan_list, settings)
 st.subheader("Progress")
 cur = common.current()
 if cur is not None:
-    if cur.state not in common.LIVE:
+    if not common.is_live(cur.run):
         common.status_banner(cur)
     forms.progress_panel(cur.id)

@@ -1,0 +1,325 @@
+"""The dashboard, driven by streamlit's AppTest against a real run store and a real sweep.
+
+One small digits_cnn sweep (6 configs) is measured once for the module; other runs are made
+from its rows to stage faults (a failed run, a dead worker). No mocks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import optim.sweep as sw
+from optim import frontier as fr
+from optim import plan as plans
+from optim import ui
+from optim.store import Store
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+SCREENS = ("models", "sweep", "tradeoffs", "compare", "export")
+
+
+# ------------------------------------------------------------------ fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A run store (and artifact home) of this module's own, holding one real digits_cnn sweep.
+
+    Artifacts live under ``$OPTIM_HOME/runs/<run id>``: a home shared with another store would
+    mix two runs #1."""
+    home = tmp_path_factory.mktemp("app-home")
+    url = f"sqlite:///{home / 'runs.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTIM_HOME", str(home))
+        mp.setenv("OPTIM_DB_URL", url)
+        store = Store(url)
+        grid = sw.grid(bits=(4, 8, 32), sparsity=(0.0, 0.5))
+        sw.sweep("digits_cnn", grid, sw.Settings(min_seconds=0.05, jobs=1), store=store)
+        yield store
+
+
+@pytest.fixture(scope="module")
+def run_id(store) -> int:
+    return int(store.runs()["id"].max())
+
+
+@pytest.fixture(scope="module")
+def rows(store, run_id):
+    return ui.split_rows(store.results(run_id))[0]
+
+
+@pytest.fixture
+def empty_store(tmp_path, monkeypatch) -> Store:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    monkeypatch.setenv("OPTIM_DB_URL", url)
+    return Store(url)
+
+
+def app(model: str = "cancer_mlp", **params) -> AppTest:
+    """Run the app once with URL query ``params`` (cancer_mlp profiles in under a second)."""
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.session_state["model"] = model
+    for name, value in params.items():
+        at.query_params[name] = str(value)
+    return at.run()
+
+
+def healthy(at: AppTest) -> AppTest:
+    """No exception, and no unexpected fault caught by the page guard."""
+    assert not at.exception, at.exception
+    faults = [e.value for e in at.error if "went wrong" in e.value]
+    assert not faults, faults
+    return at
+
+
+def param(at: AppTest, name: str) -> str | None:
+    """The URL query parameter ``name`` after the run (AppTest may hold a list)."""
+    value = at.query_params.get(name)
+    return value[-1] if isinstance(value, list) else value
+
+
+def figure(at: AppTest, i: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[i].proto.spec)
+
+
+def shape(fig: dict, name: str) -> dict:
+    return next(s for s in fig["layout"].get("shapes", []) if s.get("name") == name)
+
+
+def headline(at: AppTest) -> str:
+    texts = [m.value for m in at.markdown if m.value.startswith("At this floor")]
+    return texts[0] if texts else " | ".join(w.value for w in at.warning)
+
+
+def label_of(rows, key: str) -> str:
+    return rows.loc[rows["key"] == key, "label"].iloc[0]
+
+
+def staged_run(store: Store, run_id: int, status: str, error: str | None = None) -> int:
+    """A copy of the fixture run with only its baseline row stored, then ``status``."""
+    run = store.run(run_id)
+    new = store.create_run(run["model"], run["spec"], run["env"])
+    base = store.results(run_id).iloc[0]
+    store.add_result(new, base["key"], base["plan"], base.drop("plan").to_dict())
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a reaped pid: the worker "died"
+    store.set_status(new, status, error=error, pid=dead.pid)
+    return new
+
+
+# ------------------------------------------------------------------ every page renders
+
+
+@pytest.mark.parametrize("page", SCREENS)
+def test_every_page_renders_with_an_empty_store(empty_store, page):
+    at = healthy(app(page=page))
+    assert at.title[0].value.lower().replace("-", "").startswith(page[:5])
+    if page in ("tradeoffs", "export", "compare"):
+        assert any("No runs yet" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("page", SCREENS)
+def test_every_page_renders_a_finished_run(store, run_id, page):
+    at = healthy(app(page=page, run=run_id))
+    assert param(at, "run") == str(run_id)
+    if page == "tradeoffs":
+        assert len(at.get("plotly_chart")) == 2
+        assert at.get("download_button")  # PNGs and the CSV
+    if page == "export":
+        assert "python -m optim build --model digits_cnn" in at.code[0].value
+        assert [b.proto.label for b in at.get("download_button")] == [
+            "model.onnx",
+            "model.optim",
+            "recipe.json",
+        ]
+
+
+# ------------------------------------------------------------------ floor, budgets, links
+
+
+def test_floor_slider_moves_the_floor_line_and_the_recommendation(store, run_id, rows):
+    at = healthy(app(run=run_id))
+    low = 0.95
+    at.slider(key="floor").set_value(low).run()
+    assert shape(figure(at), "floor")["y0"] == pytest.approx(low)
+    want_low = fr.recommend(rows, fr.Constraints(low)).key
+    assert f"ship **{label_of(rows, want_low)}**" in headline(at)
+
+    high = float(rows["accuracy"].max())  # only the best config(s) reach it
+    at.slider(key="floor").set_value(round(high, 3) - 0.0005).run()
+    healthy(at)
+    assert shape(figure(at), "floor")["y0"] == pytest.approx(round(high, 3) - 0.0005)
+    want_high = fr.recommend(rows, fr.Constraints(round(high, 3) - 0.0005)).key
+    assert want_high != want_low
+    assert f"ship **{label_of(rows, want_high)}**" in headline(at)
+    assert param(at, "floor") == f"{round(high, 3) - 0.0005:g}"
+
+
+def test_a_floor_above_every_config_says_nothing_qualifies(store, run_id):
+    at = healthy(app(run=run_id, floor=1.0))
+    assert "No config reaches" in headline(at)
+    assert shape(figure(at), "floor")["y0"] == pytest.approx(1.0)
+    assert len(at.get("plotly_chart")) == 2  # the rows are still charted
+
+
+def test_budgets_filter_the_recommendation(store, run_id, rows):
+    at = healthy(app(run=run_id, floor=0.5))
+    smallest = rows.loc[rows["size_bytes"].idxmin()]
+    assert f"ship **{smallest['label']}**" in headline(at)
+
+    at.number_input(key="max_size_mb").set_value(smallest["size_bytes"] / 1e6 * 0.5).run()
+    assert "over the size budget" in headline(at)  # nothing is that small
+    assert shape(figure(at), "budget")["x0"] == pytest.approx(smallest["size_bytes"] * 0.5)
+
+    at.number_input(key="max_size_mb").set_value(None)
+    fastest = rows.loc[rows["latency_p50_ms"].idxmin()]
+    at.number_input(key="max_latency_ms").set_value(float(fastest["latency_p50_ms"]) * 1.0001)
+    at.run()
+    feasible = rows["latency_p50_ms"] <= fastest["latency_p50_ms"] * 1.0001
+    want = rows[feasible].sort_values(["size_bytes", "accuracy"], ascending=[True, False]).iloc[0]
+    assert f"ship **{want['label']}**" in headline(at)
+
+
+def test_query_params_restore_the_view(store, run_id, rows):
+    picked = rows.loc[~rows["is_baseline"], "key"].iloc[0]
+    at = healthy(
+        app(
+            run=run_id,
+            floor=0.99,
+            relative=1,
+            max_size_mb=0.5,
+            prefer="latency",
+            selected=ui.short_id(picked),
+        )
+    )
+    assert at.slider(key="floor").value == pytest.approx(0.99)
+    assert at.toggle(key="relative").value is True
+    assert at.number_input(key="max_size_mb").value == pytest.approx(0.5)
+    assert at.session_state["prefer"] == "latency"
+    assert at.multiselect(key="selected").value == [picked]
+    assert "selected" in [t.get("name") for t in figure(at)["data"]]
+    base = rows.loc[rows["is_baseline"], "accuracy"].iloc[0]
+    assert shape(figure(at), "floor")["y0"] == pytest.approx(0.99 * base)
+    assert param(at, "selected") == ui.short_id(picked)
+
+    at = healthy(app(run=run_id, page="export"))
+    assert at.title[0].value == "Export"
+
+
+def test_a_deleted_run_in_the_url_shows_a_message(store, run_id):
+    at = healthy(app(run=987654))
+    assert any("#987654 does not exist" in w.value for w in at.warning)
+    assert at.session_state["run"] == run_id  # falls back to the newest run
+    at = healthy(app(run="not-a-number", floor="high"))
+    assert any("Ignored invalid link parameter(s): run, floor" in w.value for w in at.warning)
+
+
+def test_presentation_mode_hides_the_developer_menu(store, run_id):
+    at = healthy(app(run=run_id, present=1))
+    assert at.toggle(key="present").value is True
+    css = " ".join(h.proto.body for h in at.get("html"))
+    assert '[data-testid="stToolbar"]' in css and "display: none" in css
+    assert param(at, "present") == "1"
+
+
+# ------------------------------------------------------------------ faults and live runs
+
+
+def test_an_interrupted_run_offers_resume_and_keeps_its_rows(store, run_id):
+    new = staged_run(store, run_id, "running")
+    bad = {
+        "key": "bad",
+        "label": "int2 w/tensor",
+        "family": "quantize",
+        "is_baseline": False,
+        "error": "ValueError: scales overflow",
+    }
+    store.add_result(new, "bad", [], bad)  # a config that failed: listed, not charted
+    at = healthy(app(run=new))
+    assert any("stopped unexpectedly" in w.value for w in at.warning)
+    assert at.button(key=f"resume-{new}")
+    assert len(at.get("plotly_chart")) == 2  # the finished baseline row is still charted
+    assert "1 config(s) failed" in at.expander[0].label
+    assert "scales overflow" in at.expander[0].dataframe[0].value["error"].iloc[0]
+    store.delete_run(new)
+
+
+def test_a_failed_run_shows_its_error(store, run_id):
+    new = staged_run(store, run_id, "failed", error="ValueError: weights file is corrupted")
+    at = healthy(app(run=new, page="export"))
+    assert any("weights file is corrupted" in e.value for e in at.error)
+    assert at.code  # the baseline can still be exported
+    store.delete_run(new)
+
+
+def test_a_run_without_rows_says_so(store, run_id):
+    run = store.run(run_id)
+    new = store.create_run(run["model"], run["spec"], run["env"])  # created, never launched
+    for page in ("tradeoffs", "export"):
+        at = healthy(app(run=new, page=page))
+        assert any("never started" in w.value for w in at.warning)
+        assert any("no measured results" in i.value for i in at.info)
+        assert at.button(key=f"resume-{new}")
+        assert not at.get("plotly_chart")
+    store.delete_run(new)
+
+
+def test_sweep_page_counts_configs_then_starts_and_cancels_a_background_run(store):
+    at = healthy(app(page="sweep", model="digits_cnn"))
+    at.multiselect(key="sweep_bits").set_value([32])
+    at.multiselect(key="sweep_sparsity").set_value([0.0]).run()
+    assert at.metric[0].value == "1"  # the baseline only
+    before = set(store.runs()["id"])
+    at.button[[b.label for b in at.button].index("Run sweep")].click().run()
+    healthy(at)
+    (new,) = set(store.runs()["id"]) - before
+    assert at.session_state["run"] == new
+    at.button(key=f"cancel-{new}").click().run()
+    assert store.run(int(new))["status"] == "cancelled"
+    store.delete_run(int(new))
+
+
+# ------------------------------------------------------------------ the pure helpers
+
+
+def test_view_state_round_trips_through_the_url():
+    state = {
+        "run": 3,
+        "floor": 0.975,
+        "relative": True,
+        "max_size_mb": 1.5,
+        "prefer": "latency",
+        "selected": ("ab12cd34",),
+        "page": "export",
+        "present": True,
+    }
+    parsed, bad = ui.parse_params(ui.encode_params(state))
+    assert parsed == state and bad == []
+    assert ui.encode_params(ui.DEFAULTS) == {}
+
+
+def test_selection_maps_customdata_back_to_keys():
+    event = {
+        "selection": {
+            "points": [
+                {"customdata": ["k1", "a"]},
+                {"customdata": ["k1"]},
+                {"customdata": ["k2", "b"]},
+            ]
+        }
+    }
+    assert ui.selection_keys(event) == ["k1", "k2"]
+    assert ui.selection_keys(None) == []
+
+
+def test_every_technique_has_a_form():
+    for name, tech in plans.REGISTRY.items():
+        for f in ui.form_fields(tech.config):
+            assert f.kind in ("choice", "bool", "int", "float"), (name, f)
+            if f.kind == "choice":
+                assert f.default in f.choices, (name, f)
