@@ -112,7 +112,9 @@ class Store:
             runs = s.scalars(select(Run).order_by(Run.id.desc())).all()
             counts = dict(_counts(s))
             rows = [{**_as_dict(r), "results": counts.get(r.id, 0)} for r in runs]
-        return pd.DataFrame(rows, columns=["id", "model", "status", "created", "updated", "results", "error", "pid", "spec", "env"])
+        df = pd.DataFrame(rows, columns=["id", "model", "status", "created", "updated", "results",
+                                         "error", "pid", "spec", "env"])  # fmt: skip
+        return df.astype({"pid": "Int64"})  # integer pids, <NA> for a run never launched
 
     def set_status(self, run_id: int, status: str, error: str | None = None, pid: int | None = None) -> None:
         with Session(self.engine) as s, s.begin():

@@ -227,8 +227,15 @@ def _work(plan_json: list, out_dir: str) -> tuple[str, list, dict]:
 # ------------------------------------------------------------------ runs
 
 
-def artifact_dir(run_id: int, key: str) -> Path:
-    return home() / "runs" / str(run_id) / hashlib.sha1(key.encode()).hexdigest()[:12]
+def run_dir(store_url: str, run_id: int) -> Path:
+    """Where a run's artifacts live: one folder per (store, run), so two stores sharing one
+    ``OPTIM_HOME`` never overwrite each other's run #1."""
+    store_tag = hashlib.sha1(store_url.encode()).hexdigest()[:8]
+    return home() / "runs" / f"{store_tag}-{run_id}"
+
+
+def artifact_dir(store_url: str, run_id: int, key: str) -> Path:
+    return run_dir(store_url, run_id) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def create(store: Store, model: str, plan_list: Sequence[Sequence[object]], settings: Settings) -> int:
@@ -265,7 +272,7 @@ def execute(
         done = store.keys(run_id)
         todo = [p for p in spec["plans"] if plans.key(plans.from_json(p)) not in done]
         total, finished = len(spec["plans"]), len(done)
-        base_dir = artifact_dir(run_id, plans.key(()))
+        base_dir = artifact_dir(store.url, run_id, plans.key(()))
         # the baseline runs here first: every other row's agreement is measured against it
         base_row, base_pred = evaluate(source, (), base_dir, settings, None)
         np.save(base_dir / "pred.npy", base_pred)
@@ -290,7 +297,7 @@ def execute(
                 initargs=(spec["model"], settings, base_pred, ctx.Lock(), base),
             ) as pool:
                 futures = [
-                    pool.submit(_work, p, str(artifact_dir(run_id, plans.key(plans.from_json(p)))))
+                    pool.submit(_work, p, str(artifact_dir(store.url, run_id, plans.key(plans.from_json(p)))))
                     for p in todo
                 ]
                 for fut in as_completed(futures):
@@ -336,7 +343,7 @@ def launch(store: Store, run_id: int) -> int:
     import subprocess
     import sys
 
-    log = home() / "runs" / str(run_id) / "sweep.log"
+    log = run_dir(store.url, run_id) / "sweep.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OPTIM_DB_URL": store.url}
     with open(log, "ab") as out:
@@ -376,8 +383,13 @@ def _alive(pid: int) -> bool:
 
 
 def state(run: dict) -> str:
-    """The run's status, with "interrupted" for a run whose process died without saying so."""
-    if run["status"] in ("running", "pending") and run["pid"] and not _alive(run["pid"]):
+    """The run's status: "not started" (created, never launched), "pending", "running",
+    "done", "failed", "cancelled", or "interrupted" (its process died without saying so)."""
+    pid = run.get("pid")
+    pid = None if pid is None or pid != pid or str(pid) == "<NA>" else int(pid)
+    if run["status"] == "pending" and pid is None:
+        return "not started"
+    if run["status"] in ("running", "pending") and pid is not None and not _alive(pid):
         return "interrupted"
     return run["status"]
 

@@ -21,9 +21,11 @@ from optim.techniques import (
     Distill,
     DynamicInt8,
     FineTune,
+    GradualPrune,
     Int4MatMul,
     Int8,
     LowRank,
+    MixedQuantize,
     Prune,
     Quantize,
     StructuredPrune,
@@ -107,7 +109,7 @@ def test_plan_order_is_checked():
         (lambda: Quantize(bits=33), r"but got bits=33"),
         (lambda: Quantize(granularity="row"), r"`granularity` must be one of"),
         (lambda: Prune(1.0), r"`0 <= sparsity < 1` must hold, but got sparsity=1.0"),
-        (lambda: Prune(), r"exactly one of `amount` and `threshold` must be set"),
+        (lambda: Prune(None), r"one of `amount` and `threshold` must be set"),
         (lambda: Prune(threshold=-1.0), r"`threshold >= 0` must hold"),
         (lambda: StructuredPrune(-0.1), r"`0 <= sparsity < 1` must hold, but got sparsity=-0.1"),
         (lambda: Int8(calibration="entropy"), r"`calibration` must be one of"),
@@ -130,6 +132,8 @@ EXAMPLES = {
     "LowRank": LowRank(0.5),
     "Distill": Distill(0.5, epochs=3),
     "QAT": QAT(3, epochs=1),
+    "GradualPrune": GradualPrune(0.5, steps=2),
+    "MixedQuantize": MixedQuantize({"1.weight": 8, "5.weight": 2}, default_bits=3),
 }
 
 

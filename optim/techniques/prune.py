@@ -28,10 +28,11 @@ class Prune:
     """
 
     amount: float | None = field(
-        default=None, metadata={"help": "fraction of weights set to zero", "range": (0.0, 0.99)}
+        default=0.5, metadata={"help": "fraction of weights set to zero", "range": (0.0, 0.99)}
     )
     threshold: float | None = field(
-        default=None, metadata={"help": "zero every weight with |w| below this instead"}
+        default=None,
+        metadata={"help": "zero every weight with |w| below this instead (replaces amount)"},
     )
     scope: str = field(
         default="global",
@@ -39,10 +40,11 @@ class Prune:
     )
 
     def __post_init__(self) -> None:
-        if (self.amount is None) == (self.threshold is None):
+        if self.threshold is not None:  # a threshold replaces the amount
+            object.__setattr__(self, "amount", None)
+        if self.amount is None and self.threshold is None:
             raise ValueError(
-                "exactly one of `amount` and `threshold` must be set, but got "
-                f"amount={self.amount}, threshold={self.threshold}"
+                "one of `amount` and `threshold` must be set, but got amount=None, threshold=None"
             )
         if self.amount is not None and not 0 <= self.amount < 1:
             raise ValueError(f"`0 <= sparsity < 1` must hold, but got sparsity={self.amount}")
