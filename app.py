@@ -1,9 +1,9 @@
 """The dashboard frame: page config, sidebar (run, model, presentation mode), navigation.
 
-The screens live in ``screens/``, not ``pages/``: streamlit treats a ``pages/`` folder beside the
-main script as an old-style multipage app until ``st.navigation`` has run once in the process,
-so a deep link opened first after a restart (``/sweep``) would run the bare page script without
-this frame (and AppTest re-runs would skip the frame every time).
+One file per screen lives in ``pages/``; their shared widgets in ``pages/_ui/``. Streamlit runs
+a ``pages/`` script on its own (old-style multipage mode) until ``st.navigation`` has run once in
+the server process, e.g. for the first deep link after a restart: every page therefore starts
+with ``common.frame_guard()``, which switches to navigation mode and reruns through this frame.
 
 Run with ``streamlit run app.py``. The view (run, floor, budgets, selection, page,
 presentation mode) lives in session state and in the URL, so a shared link restores it.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from screens import _common as common
+from pages._ui import common
 
 common.restore_state()
 st.set_page_config(
@@ -24,11 +24,11 @@ st.set_page_config(
 )
 
 SCREENS = (  # url path, file, title, icon: in the order of the workflow
-    ("models", "screens/models.py", "Models", ":material/memory:"),
-    ("sweep", "screens/sweep.py", "Sweep", ":material/play_arrow:"),
-    ("tradeoffs", "screens/tradeoffs.py", "Trade-offs", ":material/insights:"),
-    ("compare", "screens/compare.py", "Compare runs", ":material/compare_arrows:"),
-    ("export", "screens/export.py", "Export", ":material/download:"),
+    ("models", "pages/models.py", "Models", ":material/memory:"),
+    ("sweep", "pages/sweep.py", "Sweep", ":material/play_arrow:"),
+    ("tradeoffs", "pages/tradeoffs.py", "Trade-offs", ":material/insights:"),
+    ("compare", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
+    ("export", "pages/export.py", "Export", ":material/download:"),
 )
 start = st.session_state["_start_page"]  # the page of a shared link (Trade-offs by default)
 pages = [

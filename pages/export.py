@@ -10,7 +10,9 @@ import streamlit as st
 
 from optim import cli, ui
 from optim import frontier as fr
-from screens import _common as common
+from pages._ui import common
+
+common.frame_guard()
 
 st.title("Export")
 cur = common.current()

@@ -7,8 +7,10 @@ import streamlit as st
 from optim import charts, ui
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.sources import sample_names
-from screens import _common as common
-from screens import _views as views
+from pages._ui import common
+from pages._ui import views
+
+common.frame_guard()
 
 st.title("Models")
 st.caption("Baseline figures come from each model's newest run, or from its profile once taken.")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from screens import _common as common
-from screens import _views as views
+from pages._ui import common
+from pages._ui import views
+
+common.frame_guard()
 
 st.title("Trade-offs")
 cur = common.current()

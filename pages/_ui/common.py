@@ -180,7 +180,7 @@ def current() -> Current | None:
     run_id = st.session_state.get("run")
     if run_id is None:
         st.info("No runs yet. Start a sweep to measure what each optimization buys and costs.")
-        st.page_link("screens/sweep.py", label="Go to Sweep", icon=":material/play_arrow:")
+        st.page_link("pages/sweep.py", label="Go to Sweep", icon=":material/play_arrow:")
         return None
     try:
         run = store().run(int(run_id))
@@ -340,3 +340,19 @@ def baseline_figures() -> dict[str, dict]:
 def measured(run_id: int) -> pd.DataFrame:
     """The measured (charted) rows of a run."""
     return ui.split_rows(store().results(run_id))[0]
+
+
+def frame_guard() -> None:
+    """Make sure this page runs inside ``app.py``'s frame (sidebar, URL state, navigation).
+
+    Streamlit executes a script of a ``pages/`` folder directly (its pre-``st.navigation``
+    multipage mode) until ``st.navigation`` has been called once in the server process, which
+    is what happens to the first deep link (``/sweep``) opened after a restart, and to AppTest
+    reruns. Leave that mode and rerun: the rerun executes ``app.py``, whose ``st.navigation``
+    resolves the same url path to this page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

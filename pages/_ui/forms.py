@@ -11,7 +11,7 @@ import streamlit as st
 from optim import plan as plans
 from optim import sweep, ui
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
-from screens import _common as common
+from pages._ui import common
 
 BITS = (2, 3, 4, 5, 6, 8, 16, 32)
 SPARSITY = (0.0, 0.25, 0.5, 0.75, 0.9)
