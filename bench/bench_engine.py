@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 def bench_a(threads: int = 1) -> pd.DataFrame:
     import torch
 
-    from optim import measure
     from optim.sources import sample_source
     from optim.sweep import Settings, evaluate
     from optim.techniques import Int8
@@ -80,7 +79,9 @@ def bench_b(models: list[str]) -> pd.DataFrame:
         store = Store()
         run_id = sweep(name, plans, Settings(min_seconds=0.3), store)
         df = store.results(run_id)
-        df = df[df["accuracy"].notna()].astype({"accuracy": float, "size_bytes": float, "latency_p50_ms": float})
+        df = df[df["accuracy"].notna()].astype(
+            {"accuracy": float, "size_bytes": float, "latency_p50_ms": float}
+        )
         base = df[df["is_baseline"]].iloc[0]
         rec = fr.recommend(df.reset_index(drop=True), fr.Constraints(floor=0.99, relative=True))
         best = df[df["key"] == rec.key].iloc[0]
@@ -123,7 +124,9 @@ def main() -> None:
         print("\n(a) ResNet-18, batch 1, 1 thread (target int8 >= 3.0x vs ORT fp32)")
         print(bench_a().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\n(b) smallest artifact within 99 % of baseline accuracy (target >= 10x on CNNs)")
-    print(bench_b(args.models.split(",")).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        bench_b(args.models.split(",")).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
 
 
 if __name__ == "__main__":

@@ -141,7 +141,9 @@ class _Blob:
         return [self.size - len(data), len(data)]
 
 
-def _pack_tensor(name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob, compress: bool) -> dict:
+def _pack_tensor(
+    name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob, compress: bool
+) -> dict:
     spec: dict = {"shape": list(arr.shape), "dtype": arr.dtype.str}
     mask = enc.mask if enc is not None else None
     if enc is None and arr.size >= 64 and np.mean(arr == 0) >= SPARSE_MIN:
@@ -171,7 +173,9 @@ def _pack_tensor(name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob, 
 def _unpack_tensor(spec: dict, blob: bytes) -> np.ndarray:
     def get(field: str, dtype: str) -> np.ndarray:
         start, length = spec[field]
-        return np.frombuffer(blob, dtype=dtype, count=length // np.dtype(dtype).itemsize, offset=start)
+        return np.frombuffer(
+            blob, dtype=dtype, count=length // np.dtype(dtype).itemsize, offset=start
+        )
 
     shape = tuple(spec["shape"])
     n = int(np.prod(shape))
@@ -308,11 +312,10 @@ def export_onnx(model, example: np.ndarray) -> onnx.ModelProto:
     """
     import contextlib
     import io
+    import logging
     import warnings
 
     import torch
-
-    import logging
 
     for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -20,21 +20,33 @@ from optim import sweep as sw
 from optim.artifact import write_atomic
 from optim.store import Store
 
-TABLE_COLUMNS = ["label", "accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms", "precision"]
+TABLE_COLUMNS = [
+    "label",
+    "accuracy",
+    "acc_low",
+    "acc_high",
+    "size_bytes",
+    "latency_p50_ms",
+    "precision",
+]
 
 
 def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
 
 
 def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,9 +68,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bits", type=_ints, default=[2, 3, 4, 5, 6, 8, 16, 32],
                    help="2-8 packed weights (8 = int8 executed), 16 fp16, 32 fp32")  # fmt: skip
     s.add_argument("--sparsity", type=_floats, default=[0.0, 0.5, 0.75, 0.9])
-    s.add_argument("--structured", action="store_true", help="remove channels instead of zeroing weights")
+    s.add_argument(
+        "--structured", action="store_true", help="remove channels instead of zeroing weights"
+    )
     s.add_argument("--granularity", default="channel", help="channel, tensor or channel,tensor")
-    s.add_argument("--int8", default="static", choices=sw.INT8_MODES, help="how 8-bit configs execute")
+    s.add_argument(
+        "--int8", default="static", choices=sw.INT8_MODES, help="how 8-bit configs execute"
+    )
     s.add_argument("--asymmetric", action="store_true")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--jobs", type=int, default=0)
@@ -70,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
     f.add_argument("run", type=int)
     f.add_argument("--floor", type=float, required=True)
-    f.add_argument("--relative", action="store_true", help="floor is a fraction of baseline accuracy")
+    f.add_argument(
+        "--relative", action="store_true", help="floor is a fraction of baseline accuracy"
+    )
     f.add_argument("--max-size-mb", type=float)
     f.add_argument("--max-latency-ms", type=float)
     f.add_argument("--prefer", choices=("size", "latency"), default="size")
@@ -92,7 +110,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[df["accuracy"].notna()] if len(df) else df
     out = pd.DataFrame({
         "config": ok["label"],
-        "accuracy": [f"{a:.2%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in zip(ok["accuracy"], ok["acc_low"], ok["acc_high"])],
+        "accuracy": [f"{a:.2%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in zip(ok["accuracy"], ok["acc_low"], ok["acc_high"], strict=False)],
         "size": [fr_fmt_bytes(v) for v in ok["size_bytes"]],
         "p50 ms": ok["latency_p50_ms"].map(lambda v: f"{v:.3f}"),
         "executed": ok["precision"],
@@ -111,13 +129,25 @@ def pareto_flags(df: pd.DataFrame) -> list[bool]:
     ok = df[df["accuracy"].notna()]
     if not len(ok):
         return []
-    return [bool(v) for v in fr.frontier(ok.astype({"accuracy": float, "size_bytes": float, "latency_p50_ms": float}))]
+    return [
+        bool(v)
+        for v in fr.frontier(
+            ok.astype({"accuracy": float, "size_bytes": float, "latency_p50_ms": float})
+        )
+    ]
 
 
 def _cmd_models(args, out) -> None:
     from optim.sources import sample_names, sample_source
 
-    rows = [{"model": n, "description": sample_source(n).description, "input": str(sample_source(n).input_shape)} for n in sample_names()]
+    rows = [
+        {
+            "model": n,
+            "description": sample_source(n).description,
+            "input": str(sample_source(n).input_shape),
+        }
+        for n in sample_names()
+    ]
     print(pd.DataFrame(rows).to_string(index=False), file=out)
 
 
@@ -141,14 +171,19 @@ def _cmd_sweep(args, out) -> None:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
         grans = [g.strip() for g in args.granularity.split(",") if g.strip()]
-        grid = sw.grid(args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric)
-        settings = sw.Settings(threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress)
+        grid = sw.grid(
+            args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric
+        )
+        settings = sw.Settings(
+            threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress
+        )
         if args.out is not None:
             _check_writable(args.out)
         run_id = sw.create(store, args.model, grid, settings)
     total = len(store.run(run_id)["spec"]["plans"])
     print(f"run {run_id}: {total} configs", file=sys.stderr)
     with tqdm(total=total, initial=len(store.keys(run_id)), unit="config", file=sys.stderr) as bar:
+
         def progress(done: int, total: int, row: dict) -> None:
             bar.n = done
             bar.set_postfix_str(row.get("label", "")[:40])
@@ -230,7 +265,9 @@ def export(run: dict, row: pd.Series, out_dir: Path) -> list[Path]:
     src = Path(row["artifact"])
     missing = [n for n in ("model.onnx", "model.optim") if not (src / n).is_file()]
     if missing:
-        raise ValueError(f"artifact files {missing} of {row['label']!r} are gone from {str(src)!r}; re-run the sweep")
+        raise ValueError(
+            f"artifact files {missing} of {row['label']!r} are gone from {str(src)!r}; re-run the sweep"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for name in ("model.onnx", "model.optim"):
@@ -281,7 +318,17 @@ def _cmd_build(args, out) -> None:
     with tempfile.TemporaryDirectory() as d:
         _, base_pred = sw.evaluate(source, (), Path(d), settings, None)
     row, _ = sw.evaluate(source, plan, args.out, settings, base_pred)
-    for k in ("label", "accuracy", "acc_low", "acc_high", "agreement", "size_bytes", "latency_p50_ms", "precision", "stored"):
+    for k in (
+        "label",
+        "accuracy",
+        "acc_low",
+        "acc_high",
+        "agreement",
+        "size_bytes",
+        "latency_p50_ms",
+        "precision",
+        "stored",
+    ):
         print(f"{k:>15}: {row[k]}", file=out)
 
 
@@ -304,13 +351,18 @@ def main(argv: list[str] | None = None, out=None) -> int:
 
     args = parser().parse_args(argv)
     if args.cmd == "sweep" and threading_main():
-        signal.signal(signal.SIGTERM, _interrupt)  # Cancel in the dashboard: mark the run cancelled
+        signal.signal(
+            signal.SIGTERM, _interrupt
+        )  # Cancel in the dashboard: mark the run cancelled
     try:
         COMMANDS[args.cmd](args, out or sys.stdout)
     except ValueError as e:
         print(f"optim: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("optim: interrupted; finished rows are kept (resume with --resume RUN)", file=sys.stderr)
+        print(
+            "optim: interrupted; finished rows are kept (resume with --resume RUN)",
+            file=sys.stderr,
+        )
         return 130
     return 0

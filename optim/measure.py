@@ -36,7 +36,9 @@ def cpu_info() -> dict:
         "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
         "avx512": "avx512f" in flags,
         "avx2": "avx2" in flags,
-        "flags": sorted(flags & {"avx512_vnni", "avx_vnni", "avx512f", "avx512bw", "avx2", "amx_int8"}),
+        "flags": sorted(
+            flags & {"avx512_vnni", "avx_vnni", "avx512f", "avx512bw", "avx2", "amx_int8"}
+        ),
     }
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optim import measure
 from optim.sources import ModelSource, get_source
 
 
@@ -42,10 +41,18 @@ def _torch_layers(model, example: np.ndarray) -> pd.DataFrame:
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.from_numpy(np.array(example, np.float32)))
-    flops = {k.split(".", 1)[1]: sum(v.values()) for k, v in counter.get_flop_counts().items() if "." in k}
+    flops = {
+        k.split(".", 1)[1]: sum(v.values())
+        for k, v in counter.get_flop_counts().items()
+        if "." in k
+    }
     rows = []
     for name, mod in model.named_modules():
-        if not name or name.count(".") > 1 or (name.count(".") == 1 and not name.split(".")[1].isdigit()):
+        if (
+            not name
+            or name.count(".") > 1
+            or (name.count(".") == 1 and not name.split(".")[1].isdigit())
+        ):
             continue
         children = list(mod.children())
         if name.count(".") == 0 and children and all(n.isdigit() for n, _ in mod.named_children()):
@@ -59,7 +66,9 @@ def _torch_layers(model, example: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ort_times(onnx_path: Path, example: np.ndarray, threads: int, runs: int = 30) -> dict[str, float]:
+def _ort_times(
+    onnx_path: Path, example: np.ndarray, threads: int, runs: int = 30
+) -> dict[str, float]:
     import onnx
     import onnxruntime as ort
 
@@ -74,7 +83,9 @@ def _ort_times(onnx_path: Path, example: np.ndarray, threads: int, runs: int = 3
         opts.intra_op_num_threads = threads
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(d) / "prof")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # keep node names
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        )  # keep node names
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: example}
         for _ in range(runs):

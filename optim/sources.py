@@ -8,7 +8,6 @@ held out and used only for the accuracy the dashboard shows.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +104,9 @@ def sample_source(name: str) -> ModelSource:
     )
 
 
-def onnx_source(onnx_path: str | Path, data_path: str | Path, name: str | None = None) -> ModelSource:
+def onnx_source(
+    onnx_path: str | Path, data_path: str | Path, name: str | None = None
+) -> ModelSource:
     """A bring-your-own model: an ONNX file plus an ``.npz`` with its data.
 
     The ``.npz`` holds ``x_test`` and ``x_calib`` (float32, batch first) and optionally ``y_test``
@@ -126,11 +127,15 @@ def onnx_source(onnx_path: str | Path, data_path: str | Path, name: str | None =
         raise ValueError(f"{str(data_path)!r} is not a readable .npz file ({e})") from None
     for key in ("x_test", "x_calib"):
         if key not in arrays:
-            raise ValueError(f"{str(data_path)!r} must hold array {key!r}, but has {sorted(arrays)}")
+            raise ValueError(
+                f"{str(data_path)!r} must hold array {key!r}, but has {sorted(arrays)}"
+            )
     y = arrays.get("y_test")
     splits = {
         "calib": Split(arrays["x_calib"].astype(np.float32)),
-        "test": Split(arrays["x_test"].astype(np.float32), None if y is None else y.astype(np.int64)),
+        "test": Split(
+            arrays["x_test"].astype(np.float32), None if y is None else y.astype(np.int64)
+        ),
     }
     return ModelSource(
         name=name or onnx_path.stem,
@@ -173,10 +178,12 @@ def check(source: ModelSource) -> None:
         sess = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - any load failure is the same user error
         reason = " ".join(str(e).split())[:200]
-        raise ValueError(f"ONNX file {str(source.onnx_path)!r} cannot be loaded ({reason})") from None
+        raise ValueError(
+            f"ONNX file {str(source.onnx_path)!r} cannot be loaded ({reason})"
+        ) from None
     shape = tuple(sess.get_inputs()[0].shape[1:])
     if len(shape) != len(source.input_shape) or any(
-        isinstance(d, int) and d != e for d, e in zip(shape, source.input_shape)
+        isinstance(d, int) and d != e for d, e in zip(shape, source.input_shape, strict=False)
     ):
         raise ValueError(
             f"the data's input shape {source.input_shape} must match the ONNX input {shape}"

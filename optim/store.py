@@ -15,8 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -48,7 +60,9 @@ class Run(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model: Mapped[str] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|running|done|failed|cancelled
+    status: Mapped[str] = mapped_column(
+        String(20), default="pending"
+    )  # pending|running|done|failed|cancelled
     spec: Mapped[dict] = mapped_column(JSON)  # plans, threads, seed, jobs: everything to resume
     env: Mapped[dict] = mapped_column(JSON, default=dict)  # cpu flags, library versions
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -116,7 +130,9 @@ class Store:
                                          "error", "pid", "spec", "env"])  # fmt: skip
         return df.astype({"pid": "Int64"})  # integer pids, <NA> for a run never launched
 
-    def set_status(self, run_id: int, status: str, error: str | None = None, pid: int | None = None) -> None:
+    def set_status(
+        self, run_id: int, status: str, error: str | None = None, pid: int | None = None
+    ) -> None:
         with Session(self.engine) as s, s.begin():
             run = s.get(Run, run_id)
             if run is None:
@@ -167,11 +183,16 @@ def _counts(s: Session) -> list[tuple[int, int]]:
 
 
 def _as_dict(run: Run) -> dict[str, Any]:
-    return {c: getattr(run, c) for c in ("id", "model", "status", "created", "updated", "error", "pid", "spec", "env")}
+    return {
+        c: getattr(run, c)
+        for c in ("id", "model", "status", "created", "updated", "error", "pid", "spec", "env")
+    }
 
 
 def _jsonable(row: dict) -> dict:
-    return json.loads(json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return json.loads(
+        json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
 
 
 def _connect_args(url: str) -> dict:

@@ -8,24 +8,25 @@ run computes only the configs whose rows are missing.
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from optim import measure, plan as plans
+from optim import measure
+from optim import plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
 from optim.sources import ModelSource, check, get_source, source_spec
 from optim.store import Store, home
-from optim.techniques import DynamicInt8, Int4MatMul, Int8, Prune, Quantize, StructuredPrune
+from optim.techniques import DynamicInt8, Int8, Prune, Quantize, StructuredPrune
 
 INT8_MODES = ("static", "dynamic", "weight")
 
@@ -132,7 +133,9 @@ def _flops(model, example: np.ndarray) -> float:
     return float(counter.get_total_flops())
 
 
-def build(source: ModelSource, plan: Sequence[object], seed: int = 0) -> tuple[Graph, float | None]:
+def build(
+    source: ModelSource, plan: Sequence[object], seed: int = 0
+) -> tuple[Graph, float | None]:
     """Apply ``plan`` to ``source``: torch-stage steps, ONNX export, then graph-stage steps."""
     torch_steps, graph_steps = plans.split(plan)
     base, flops = _torch_graph(source_spec(source), plans.key(torch_steps))
@@ -163,8 +166,11 @@ def evaluate(
         acc, lo, hi = measure.accuracy_ci(pred == ref, seed=settings.seed)
     with lock if lock is not None else _nolock():
         lat = measure.latency(sess, source.example, min_seconds=settings.min_seconds)
-    params = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer
-                 if t.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32))  # not shapes
+    params = sum(
+        int(np.prod(t.dims))
+        for t in graph.model.graph.initializer
+        if t.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    )  # not shapes
     row = {
         "key": plans.key(plan),
         "label": plans.label(plan),
@@ -238,7 +244,9 @@ def artifact_dir(store_url: str, run_id: int, key: str) -> Path:
     return run_dir(store_url, run_id) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def create(store: Store, model: str, plan_list: Sequence[Sequence[object]], settings: Settings) -> int:
+def create(
+    store: Store, model: str, plan_list: Sequence[Sequence[object]], settings: Settings
+) -> int:
     """Register a run (nothing measured yet); the baseline is always its first config."""
     source = get_source(model)
     all_plans = {plans.key(()): ()}
@@ -255,7 +263,11 @@ def create(store: Store, model: str, plan_list: Sequence[Sequence[object]], sett
     import onnxruntime
     import torch
 
-    env = {"cpu": measure.cpu_info(), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    env = {
+        "cpu": measure.cpu_info(),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }
     return store.create_run(source.name, spec, env)
 
 
@@ -297,7 +309,11 @@ def execute(
                 initargs=(spec["model"], settings, base_pred, ctx.Lock(), base),
             ) as pool:
                 futures = [
-                    pool.submit(_work, p, str(artifact_dir(store.url, run_id, plans.key(plans.from_json(p)))))
+                    pool.submit(
+                        _work,
+                        p,
+                        str(artifact_dir(store.url, run_id, plans.key(plans.from_json(p)))),
+                    )
                     for p in todo
                 ]
                 for fut in as_completed(futures):

@@ -58,9 +58,11 @@ def test_artifact_loads_back_and_reproduces_evaluated_outputs(plan, tmp_path):
     assert sizes["size_bytes"] == (tmp_path / "model.optim").stat().st_size
     evaluated = _outputs((tmp_path / "model.onnx").read_bytes(), source.splits["test"].x)
     reloaded = unpack((tmp_path / "model.optim").read_bytes())
-    assert np.array_equal(_outputs(reloaded.model.SerializeToString(), source.splits["test"].x), evaluated)
+    assert np.array_equal(
+        _outputs(reloaded.model.SerializeToString(), source.splits["test"].x), evaluated
+    )
     # and the in-memory graph that was packed holds the very same weights
-    for a, b in zip(graph.model.graph.initializer, reloaded.model.graph.initializer):
+    for a, b in zip(graph.model.graph.initializer, reloaded.model.graph.initializer, strict=False):
         assert np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b)), a.name
 
 
@@ -73,7 +75,7 @@ def test_size_strictly_falls_as_bits_fall(sparsity, compress, tmp_path):
     for bits in (16, 8, 7, 6, 5, 4, 3, 2):
         graph, _ = build(source, prune + (Quantize(bits),))
         sizes.append(len(pack(graph, compress=compress)))
-    assert all(a > b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(a > b for a, b in zip(sizes, sizes[1:], strict=False)), sizes
 
 
 def test_unpack_rejects_garbage():

@@ -55,8 +55,12 @@ def test_export_writes_onnx_packed_and_recipe(cli_env, tmp_path, capsys):
     assert (tmp_path / "x" / "model.onnx").stat().st_size > 0
     # the recipe rebuilds the same artifact
     plan = json.dumps(recipe["plan"])
-    assert main(["build", "--model", "digits_cnn", "--plan", plan, "--out", str(tmp_path / "y")]) == 0
-    assert (tmp_path / "y" / "model.optim").read_bytes() == (tmp_path / "x" / "model.optim").read_bytes()
+    assert (
+        main(["build", "--model", "digits_cnn", "--plan", plan, "--out", str(tmp_path / "y")]) == 0
+    )
+    assert (tmp_path / "y" / "model.optim").read_bytes() == (
+        tmp_path / "x" / "model.optim"
+    ).read_bytes()
 
 
 def _fails(argv, capsys, match):
@@ -76,7 +80,10 @@ def _fails(argv, capsys, match):
         ([*SMALL[:3], "--sparsity", "1.0"], "`0 <= sparsity < 1` must hold, but got sparsity=1.0"),
         ([*SMALL[:3], "--sparsity", "-0.5"], "but got sparsity=-0.5"),
         ([*SMALL[:3], "--bits", ","], "the grid is empty"),
-        ([*SMALL[:3], "--out", "/nonexistent-dir/x.csv"], "`--out` must be a file in an existing folder"),
+        (
+            [*SMALL[:3], "--out", "/nonexistent-dir/x.csv"],
+            "`--out` must be a file in an existing folder",
+        ),
         (["sweep", "--resume", "999"], "run 999 does not exist"),
         (["frontier", "999", "--floor", "0.9"], "run 999 has no results"),
     ],
@@ -109,6 +116,10 @@ def test_bad_onnx_source(tmp_path, capsys, fresh_store):
     import numpy as np
 
     (tmp_path / "m.onnx").write_bytes(b"garbage")
-    np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 3), np.float32), x_calib=np.zeros((4, 3), np.float32))
+    np.savez(
+        tmp_path / "d.npz",
+        x_test=np.zeros((4, 3), np.float32),
+        x_calib=np.zeros((4, 3), np.float32),
+    )
     _fails(["sweep", "--model", f"{tmp_path}/m.onnx:{tmp_path}/d.npz"], capsys, "cannot be loaded")
     assert len(fresh_store.runs()) == 0

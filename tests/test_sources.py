@@ -46,7 +46,9 @@ def test_without_labels_the_metric_is_agreement_with_baseline(byo, fresh_store):
 
 def test_onnx_sources_refuse_torch_steps(byo, fresh_store):
     spec = f"{byo}/m.onnx:{byo}/labels.npz"
-    run_id = sweep(spec, [(StructuredPrune(0.5),)], Settings(min_seconds=0.02, jobs=1), fresh_store)
+    run_id = sweep(
+        spec, [(StructuredPrune(0.5),)], Settings(min_seconds=0.02, jobs=1), fresh_store
+    )
     row = fresh_store.results(run_id).set_index("label").loc["channels -50%"]
     assert "needs a torch model" in row["error"]
 
@@ -70,7 +72,9 @@ def test_profile_has_params_flops_and_latency_shares():
     prof = profile("digits_cnn")
     layers = prof.layers
     assert prof.summary["params"] == layers["params"].sum()
-    assert prof.summary["flops"] > 0 and layers["flops"].sum() == pytest.approx(prof.summary["flops"])
+    assert prof.summary["flops"] > 0 and layers["flops"].sum() == pytest.approx(
+        prof.summary["flops"]
+    )
     shares = layers["latency_share"].fillna(0)
     assert 0.5 < shares.sum() <= 1.0 + 1e-9  # most measured time maps to named layers
     assert prof.summary["accuracy"] > 0.95 and prof.summary["size_bytes"] > 0

@@ -3,9 +3,11 @@
 from optim.techniques.distill import Distill
 from optim.techniques.dynamic_int8 import DynamicInt8
 from optim.techniques.finetune import FineTune
+from optim.techniques.gradual import GradualPrune
 from optim.techniques.int4_matmul import Int4MatMul
 from optim.techniques.int8 import Int8
 from optim.techniques.lowrank import LowRank
+from optim.techniques.mixed import MixedQuantize
 from optim.techniques.prune import Prune
 from optim.techniques.qat import QAT
 from optim.techniques.quantize import Quantize
@@ -16,9 +18,11 @@ __all__ = [
     "Distill",
     "DynamicInt8",
     "FineTune",
+    "GradualPrune",
     "Int4MatMul",
     "Int8",
     "LowRank",
+    "MixedQuantize",
     "Prune",
     "Quantize",
     "StructuredPrune",

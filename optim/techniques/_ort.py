@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-
 # ORT's quantizers log every node they skip at INFO; keep the terminal for results
 logging.getLogger("onnxruntime").setLevel(logging.WARNING)
 logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
@@ -28,7 +27,10 @@ def through_files(model: onnx.ModelProto, fn: Callable[[Path, Path], None]) -> o
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix="optim-ort-") as d, contextlib.redirect_stdout(io.StringIO()):
+        with (
+            tempfile.TemporaryDirectory(prefix="optim-ort-") as d,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
             onnx.save(model, src)
             fn(src, dst)

@@ -28,9 +28,15 @@ def dynamic_int8(graph: Graph, cfg: DynamicInt8, ctx: Context) -> Graph:
     def run(src, dst):
         pre = dst.with_name("pre.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
-        quantize_dynamic(pre, dst, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            pre, dst, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
+        )
 
     model = through_files(graph.model, run)
     sparse = graph.stored.split(", ")[1:]
-    return Graph(model, {}, precision="int8 dynamic (MatMul/Gemm), fp32 elsewhere",
-                 stored=", ".join(["int8 linear", *sparse]))
+    return Graph(
+        model,
+        {},
+        precision="int8 dynamic (MatMul/Gemm), fp32 elsewhere",
+        stored=", ".join(["int8 linear", *sparse]),
+    )

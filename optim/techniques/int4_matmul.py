@@ -44,7 +44,12 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in out.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
-        if node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0) or not plain:
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in inits
+            or attrs.get("transA", 0)
+            or not plain
+        ):
             nodes.append(node)
             continue
         w = numpy_helper.to_array(inits[node.input[1]])
@@ -53,9 +58,15 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
         w_name = node.input[1] + "_kn"
         out.graph.initializer.append(numpy_helper.from_array(w, w_name))
         mm_out = node.output[0] + "_mm" if len(node.input) > 2 else node.output[0]
-        nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=node.name + "_mm"))
+        nodes.append(
+            helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=node.name + "_mm")
+        )
         if len(node.input) > 2:
-            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_add"))
+            nodes.append(
+                helper.make_node(
+                    "Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_add"
+                )
+            )
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     used = {i for n in out.graph.node for i in n.input}
@@ -73,7 +84,13 @@ def int4_matmul(graph: Graph, cfg: Int4MatMul, ctx: Context) -> Graph:
     model = quantizer.model.model
     n = sum(1 for node in model.graph.node if node.op_type == "MatMulNBits")
     if n == 0:
-        raise ValueError(f"Int4MatMul found no MatMul/Gemm weights to quantize in {ctx.source.name!r}")
+        raise ValueError(
+            f"Int4MatMul found no MatMul/Gemm weights to quantize in {ctx.source.name!r}"
+        )
     sparse = graph.stored.split(", ")[1:]
-    return Graph(model, {}, precision=f"int4 MatMulNBits ({n} layers), fp32 elsewhere",
-                 stored=", ".join(["4-bit linear", *sparse]))
+    return Graph(
+        model,
+        {},
+        precision=f"int4 MatMulNBits ({n} layers), fp32 elsewhere",
+        stored=", ".join(["4-bit linear", *sparse]),
+    )

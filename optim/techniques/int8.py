@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process
-from onnxruntime.quantization import quantize_static
+from onnxruntime.quantization import (
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
 
 from optim.artifact import Graph
 from optim.plan import Context, technique
@@ -26,11 +31,17 @@ class Int8:
 
     calibration: str = field(
         default="minmax",
-        metadata={"help": "activation range from min/max or 99.999th percentile", "choices": tuple(CALIBRATIONS)},
+        metadata={
+            "help": "activation range from min/max or 99.999th percentile",
+            "choices": tuple(CALIBRATIONS),
+        },
     )
     activations: str = field(
         default="auto",
-        metadata={"help": "auto picks uint8 with VNNI (fast U8S8 kernels)", "choices": ACTIVATIONS},
+        metadata={
+            "help": "auto picks uint8 with VNNI (fast U8S8 kernels)",
+            "choices": ACTIVATIONS,
+        },
     )
     granularity: str = field(
         default="channel", metadata={"help": "weight scales", "choices": ("channel", "tensor")}
@@ -42,9 +53,13 @@ class Int8:
                 f"`calibration` must be one of {tuple(CALIBRATIONS)}, but got {self.calibration!r}"
             )
         if self.activations not in ACTIVATIONS:
-            raise ValueError(f"`activations` must be one of {ACTIVATIONS}, but got {self.activations!r}")
+            raise ValueError(
+                f"`activations` must be one of {ACTIVATIONS}, but got {self.activations!r}"
+            )
         if self.granularity not in ("channel", "tensor"):
-            raise ValueError(f"`granularity` must be channel or tensor, but got {self.granularity!r}")
+            raise ValueError(
+                f"`granularity` must be channel or tensor, but got {self.granularity!r}"
+            )
 
     @property
     def label(self) -> str:

@@ -79,9 +79,14 @@ def prune(graph: Graph, cfg: Prune, ctx: Context) -> Graph:
     elif cfg.scope == "layer":
         keeps = {n: _smallest_mask(np.abs(w), cfg.amount) for n, w in weights.items()}
     else:
-        flat = _smallest_mask(np.concatenate([np.abs(w).ravel() for w in weights.values()]), cfg.amount)
+        flat = _smallest_mask(
+            np.concatenate([np.abs(w).ravel() for w in weights.values()]), cfg.amount
+        )
         bounds = np.cumsum([0] + [w.size for w in weights.values()])
-        keeps = {n: flat[a:b].reshape(w.shape) for (n, w), a, b in zip(weights.items(), bounds, bounds[1:])}
+        keeps = {
+            n: flat[a:b].reshape(w.shape)
+            for (n, w), a, b in zip(weights.items(), bounds, bounds[1:], strict=False)
+        }
     encodings = {}
     for n, w in weights.items():
         old = graph.encodings.get(n)

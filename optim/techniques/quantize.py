@@ -22,10 +22,15 @@ GRANULARITIES = ("channel", "tensor")
 class Quantize:
     """Store weights with ``bits`` bits (2-8 integer codes, or 16 for float16)."""
 
-    bits: int = field(default=4, metadata={"help": "bits per weight (16 = float16)", "range": (2, 16)})
+    bits: int = field(
+        default=4, metadata={"help": "bits per weight (16 = float16)", "range": (2, 16)}
+    )
     granularity: str = field(
         default="channel",
-        metadata={"help": "one scale per output channel, or one per tensor", "choices": GRANULARITIES},
+        metadata={
+            "help": "one scale per output channel, or one per tensor",
+            "choices": GRANULARITIES,
+        },
     )
     symmetric: bool = field(
         default=True, metadata={"help": "zero point fixed at 0 (else fitted to min/max)"}

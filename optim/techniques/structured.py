@@ -22,7 +22,8 @@ class StructuredPrune:
     """Remove the ``amount`` fraction of channels of every prunable layer."""
 
     amount: float = field(
-        default=0.5, metadata={"help": "fraction of channels / neurons removed", "range": (0.0, 0.95)}
+        default=0.5,
+        metadata={"help": "fraction of channels / neurons removed", "range": (0.0, 0.95)},
     )
 
     def __post_init__(self) -> None:
@@ -46,7 +47,9 @@ def _ignored(model: torch.nn.Module, family: str) -> list[torch.nn.Module]:
 
 
 @technique(StructuredPrune, stage="torch", family="structured")
-def structured_prune(model: torch.nn.Module, cfg: StructuredPrune, ctx: Context) -> torch.nn.Module:
+def structured_prune(
+    model: torch.nn.Module, cfg: StructuredPrune, ctx: Context
+) -> torch.nn.Module:
     if cfg.amount == 0:
         return model
     example = torch.from_numpy(ctx.source.example.copy())
