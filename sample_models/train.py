@@ -147,14 +147,8 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -
             os.unlink(tmp)
 
 
-def train_and_save(name: str) -> float:
-    """Train sample ``name``, write its weights to ``weights_path(name)``; return test accuracy."""
-    if name not in SAMPLES:
-        raise ValueError(f"unknown sample model {name!r}; `name` must be one of {sorted(SAMPLES)}")
-    model, acc = train_model(name)
-    meta = {"sample": name, "test_accuracy": f"{acc:.4f}", "torch": torch.__version__}
-    save_weights(model, sample_models.weights_path(name), meta)
-    return acc
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
 
 
 @contextlib.contextmanager
@@ -162,7 +156,7 @@ def _file_lock(path: Path) -> Iterator[None]:
     """Exclusive lock on ``path`` (POSIX ``flock``; no lock where ``fcntl`` is missing)."""
     try:
         import fcntl
-    except ImportError:  # Windows: concurrent first uses just both train; writes are atomic
+    except ImportError:  # Windows: concurrent trainings both run; the writes are atomic
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,16 +168,38 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _train_and_save(name: str, path: Path) -> float:
+    model, acc = train_model(name)
+    meta = {"sample": name, "test_accuracy": f"{acc:.4f}", "torch": torch.__version__}
+    save_weights(model, path, meta)
+    return acc
+
+
+def train_and_save(name: str) -> float:
+    """Train sample ``name``, write its weights to ``weights_path(name)``; return test accuracy.
+
+    Weights trained on first use are locked meanwhile, so that ``build`` in another process
+    waits instead of training too (committed weights are never trained by ``build``).
+    """
+    if name not in SAMPLES:
+        raise ValueError(f"unknown sample model {name!r}; `name` must be one of {sorted(SAMPLES)}")
+    path = sample_models.weights_path(name)
+    if SAMPLES[name].committed:
+        return _train_and_save(name, path)
+    with _file_lock(_lock_path(path)):
+        return _train_and_save(name, path)
+
+
 def ensure_trained(name: str) -> Path:
     """Train ``name`` unless its weights exist (one process trains, the others wait)."""
     path = sample_models.weights_path(name)
-    with _file_lock(path.with_name(f".{path.name}.lock")):
+    with _file_lock(_lock_path(path)):
         if not path.is_file():
             print(
                 f"training sample model {name!r} on first use (a few minutes) -> {path}",
                 file=sys.stderr,
             )
-            train_and_save(name)
+            _train_and_save(name, path)
     return path
 
 
