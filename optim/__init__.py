@@ -24,8 +24,11 @@ _EXPORTS = {
                       "sample_source"],
     "optim.store": ["Store"],
     "optim.sweep": ["Settings", "create", "execute", "grid", "sweep"],
-    "optim.techniques": ["QAT", "Distill", "DynamicInt8", "FineTune", "Int4MatMul", "Int8",
-                         "LowRank", "Prune", "Quantize", "StructuredPrune"],
+    "optim.techniques": ["QAT", "Distill", "DynamicInt8", "FineTune", "GradualPrune",
+                         "Int4MatMul", "Int8", "LowRank", "MixedQuantize", "Prune", "Quantize",
+                         "StructuredPrune"],
+    "optim.search": ["search", "hypervolume"],
+    "optim.sensitivity": ["sensitivity"],
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -82,6 +82,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-compress", action="store_true", help="no zstd over the packed artifact")
     s.add_argument("--resume", type=int, metavar="RUN", help="finish an interrupted run")
     s.add_argument("--out", type=Path, help="write the rows as CSV")
+    se = sub.add_parser("search", help="NSGA-II search over per-layer bits and sparsity")
+    se.add_argument("--model", help="sample name, or path/model.onnx:path/data.npz")
+    se.add_argument("--trials", type=int, default=30, help="budget of finished trials in all")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--threads", type=int, default=1)
+    se.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    se.add_argument("--resume", type=int, metavar="RUN", help="continue a search run")
+    sn = sub.add_parser("sensitivity", help="accuracy drop when one layer at a time is changed")
+    sn.add_argument("--model", required=True)
+    sn.add_argument("--bits", type=_ints, default=[2, 3, 4, 8])
+    sn.add_argument("--sparsity", type=_floats, default=[0.5, 0.75, 0.9])
+    sn.add_argument("--out", type=Path, help="write the table as CSV")
     sub.add_parser("runs", help="list the stored runs")
     f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
     f.add_argument("run", type=int)
@@ -166,7 +178,9 @@ def _cmd_sweep(args, out) -> None:
     store = Store()
     if args.resume is not None:
         run_id = args.resume
-        store.run(run_id)
+        if "search" in store.run(run_id)["spec"]:  # the dashboard resumes every run this way
+            args.model, args.trials, args.seed, args.timeout = None, None, 0, None
+            return _cmd_search(args, out)
     else:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
@@ -196,6 +210,48 @@ def _cmd_sweep(args, out) -> None:
         csv = df.drop(columns=["plan"]).assign(pareto=_pareto_all(df))
         write_atomic(args.out, csv.to_csv(index=False).encode())
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _cmd_search(args, out) -> None:
+    from tqdm import tqdm
+
+    from optim.search import search
+
+    store = Store()
+    kwargs: dict = {}
+    if args.resume is not None:
+        spec = store.run(args.resume)["spec"]
+        if "search" not in spec:
+            raise ValueError(f"run {args.resume} must be a search run, but it is a grid sweep")
+        model, trials = spec["model"], args.trials or spec["search"].get("trials", 30)
+        kwargs["run_id"] = args.resume
+    else:
+        if not args.model:
+            raise ValueError("`--model` is required unless `--resume RUN` is given")
+        model, trials = args.model, args.trials
+        kwargs["settings"] = sw.Settings(threads=getattr(args, "threads", 1))
+    with tqdm(total=trials, unit="trial", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, row: dict) -> None:
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(str(row.get("label", ""))[:40])
+            bar.refresh()
+
+        run_id = search(model, trials=trials, seed=args.seed, store=store,
+                        timeout_s=args.timeout, progress=progress, **kwargs)  # fmt: skip
+    print(f"run {run_id}", file=sys.stderr)
+    print(table(store.results(run_id)).to_string(index=False), file=out)
+
+
+def _cmd_sensitivity(args, out) -> None:
+    from optim.sensitivity import sensitivity
+
+    df = sensitivity(args.model, bits=args.bits, sparsities=args.sparsity)
+    cols = ["layer", "kind", "setting", "accuracy_drop", "params_share", "latency_share"]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"), file=out)
+    if args.out is not None:
+        _check_writable(args.out)
+        write_atomic(args.out, df.to_csv(index=False).encode())
 
 
 def _pareto_all(df: pd.DataFrame) -> list[bool]:
@@ -338,7 +394,7 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-COMMANDS = {"build": _cmd_build, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
+COMMANDS = {"build": _cmd_build, "search": _cmd_search, "sensitivity": _cmd_sensitivity, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
             "frontier": _cmd_frontier, "export": _cmd_export}  # fmt: skip
 
 
@@ -350,7 +406,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     import signal
 
     args = parser().parse_args(argv)
-    if args.cmd == "sweep" and threading_main():
+    if args.cmd in ("sweep", "search") and threading_main():
         signal.signal(
             signal.SIGTERM, _interrupt
         )  # Cancel in the dashboard: mark the run cancelled

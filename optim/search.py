@@ -148,7 +148,7 @@ def search(
         spec = {
             "model": source_spec(source), "plans": [plans.to_json(())],
             "settings": (settings or Settings()).__dict__,
-            "search": {"seed": seed, "population": population, "warm_start": warm,
+            "search": {"seed": seed, "population": population, "warm_start": warm, "trials": trials,
                        "objectives": list(OBJECTIVES), "directions": list(DIRECTIONS)},
         }  # fmt: skip
         env = {"cpu": measure.cpu_info(), "backend": measure.BACKEND, "optuna": optuna.__version__}
