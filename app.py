@@ -27,6 +27,7 @@ SCREENS = (  # url path, file, title, icon: in the order of the workflow
     ("models", "pages/models.py", "Models", ":material/memory:"),
     ("sweep", "pages/sweep.py", "Sweep", ":material/play_arrow:"),
     ("tradeoffs", "pages/tradeoffs.py", "Trade-offs", ":material/insights:"),
+    ("sensitivity", "pages/sensitivity.py", "Sensitivity", ":material/tune:"),
     ("compare", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("export", "pages/export.py", "Export", ":material/download:"),
 )

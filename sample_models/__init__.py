@@ -56,8 +56,9 @@ SAMPLES: dict[str, SampleSpec] = {
         family="cnn",
         dataset="digits",
         builder=models.digits_cnn,
-        # 1-pixel shifts on an 8x8 image are strong augmentation; 40 short epochs (~15 s) let the
-        # one-cycle schedule converge, 3e-3 is the usual AdamW peak for a small CNN.
+        # 1-pixel shifts on an 8x8 image are strong augmentation; 40 short epochs (well under a
+        # minute) let the one-cycle schedule converge; 3e-3 is the usual AdamW peak for a small
+        # CNN.
         train=TrainConfig(epochs=40, lr=3e-3, shift=1),
     ),
     "resnet18": SampleSpec(
@@ -65,8 +66,8 @@ SAMPLES: dict[str, SampleSpec] = {
         family="resnet",
         dataset="digits_rgb64",
         builder=models.resnet18,
-        # ~12 s per epoch on 2 cores: 12 epochs keep training near 2.5 minutes. 8-pixel shifts
-        # at 64x64 are the same 1-pixel shifts of the 8x8 digit. BatchNorm statistics are
+        # ~12 s per epoch on 2 idle cores: 12 epochs keep training near 2.5 minutes. 8-pixel
+        # shifts at 64x64 are the same 1-pixel shifts of the 8x8 digit. BatchNorm statistics are
         # recomputed on un-augmented data, as the running averages lag behind in so few steps.
         train=TrainConfig(epochs=12, lr=2e-3, shift=8, recalibrate_bn=True),
         committed=False,
@@ -77,8 +78,9 @@ SAMPLES: dict[str, SampleSpec] = {
         dataset="digits_rgb64",
         builder=models.mobilenet_v3,
         # MobileNetV3 trains slowly from scratch (hardswish, squeeze-excite, dropout 0.2): a
-        # higher peak lr and ~35 epochs (~2 min) get it there; BatchNorm recalibration matters
-        # even more than for resnet18 because its momentum-0.01 running stats barely move.
+        # higher peak lr and 35 epochs (~2 min on 2 idle cores) get it there; BatchNorm
+        # recalibration matters even more than for resnet18, as its momentum-0.01 running stats
+        # barely move.
         train=TrainConfig(epochs=35, lr=5e-3, shift=8, recalibrate_bn=True),
     ),
     "cancer_mlp": SampleSpec(

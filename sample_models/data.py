@@ -51,7 +51,7 @@ def _raw(dataset: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def upsample(x: np.ndarray, size: int = UPSAMPLED_SIZE) -> np.ndarray:
-    """Digits (N, 1, 8, 8) -> (N, 3, size, size): bilinear upsampling, gray copied to 3 channels."""
+    """Digits (N, 1, 8, 8) -> (N, 3, size, size): bilinear upsampling, gray copied 3 times."""
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"`x` must have shape (N, 1, H, W), but got shape {x.shape}")
     up = F.interpolate(

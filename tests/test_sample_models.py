@@ -6,6 +6,7 @@ which trains (~3 minutes on 2 cores) into ``$OPTIM_HOME/weights`` on first use.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import sample_models
 from sample_models import data
 from sample_models import train as train_mod
 
+# OPTIM_HOME before conftest's session fixture replaces it (modules are imported first)
+_USER_OPTIM_HOME = os.environ.get("OPTIM_HOME")
 SMALL = ["digits_cnn", "mobilenet_v3", "cancer_mlp", "digits_vit"]
 # Minimum test accuracy each model must keep (the targets it was trained for).
 MIN_ACCURACY = {
@@ -185,8 +188,13 @@ def test_onnx_export_matches_torch(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resnet18(tmp_path: Path) -> None:
-    """Trains into the real cache on first use (minutes), so later runs reuse it."""
+def test_resnet18(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trains into the user's weights cache on first use (minutes); later sessions reuse it."""
+    # conftest gives each session a fresh OPTIM_HOME; the weights cache outlives it on purpose
+    if _USER_OPTIM_HOME is None:
+        monkeypatch.delenv("OPTIM_HOME", raising=False)
+    else:
+        monkeypatch.setenv("OPTIM_HOME", _USER_OPTIM_HOME)
     model = sample_models.build("resnet18")
     assert sample_models.weights_path("resnet18").is_file()
     acc = train_mod.accuracy(model, sample_models.load_splits("resnet18")["test"])

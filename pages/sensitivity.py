@@ -1,0 +1,54 @@
+"""Sensitivity: which layer is responsible? The accuracy drop when one layer at a time is
+quantized or pruned, beside its share of parameters and of latency."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from optim import ui
+from optim.sensitivity_chart import sensitivity_figure
+from pages._ui import common
+
+common.frame_guard()
+
+
+@st.cache_data(show_spinner="Measuring every layer alone (a few seconds)…", max_entries=16)
+def measure(name: str, bits: tuple[int, ...], sparsities: tuple[float, ...]):
+    from optim.sensitivity import sensitivity
+
+    return sensitivity(name, bits=bits, sparsities=sparsities)
+
+
+st.title("Sensitivity")
+st.caption(
+    "Each cell changes ONE layer (everything else stays fp32) and measures the accuracy drop on "
+    "the calibration split; the held-out test split stays untouched for the frontier."
+)
+name = common.model_picker()
+left, right = st.columns(2)
+bits = left.multiselect("Bit-widths", [2, 3, 4, 5, 6, 8], default=[2, 3, 4, 8], key="sens_bits")
+sparsities = right.multiselect(
+    "Sparsities", [0.25, 0.5, 0.75, 0.9], default=[0.5, 0.75, 0.9], key="sens_sparsity",
+    format_func=lambda s: f"{s:.0%}",
+)  # fmt: skip
+if not bits and not sparsities:
+    st.info("Pick at least one bit-width or sparsity.")
+    st.stop()
+if ui.model_note(name)[0] != "ready":
+    st.stop()  # the model picker has said why
+df = measure(name, tuple(sorted(bits)), tuple(sorted(sparsities)))
+st.plotly_chart(sensitivity_figure(df), key="sensitivity_chart")
+worst = df.sort_values("accuracy_drop", ascending=False).head(3)
+st.markdown(
+    "**Most sensitive:** "
+    + ", ".join(
+        f"`{r.layer}` ({r.kind} {r.setting:g}: −{100 * r.accuracy_drop:.1f} pts)"
+        for r in worst.itertuples()
+    )  # fmt: skip
+)
+st.caption(
+    "Use it in a sweep: *mixed precision* keeps the most sensitive layers at 8 bits "
+    "(MixedQuantize in the Sweep page's advanced plans), or let the search allocate bits."
+)
+with st.expander("Table"):
+    st.dataframe(df, hide_index=True, width="stretch")
