@@ -1,0 +1,37 @@
+"""The Sensitivity page (AppTest) and its figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from optim.sensitivity import sensitivity
+from optim.sensitivity_chart import sensitivity_figure
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def test_sensitivity_figure_has_one_cell_per_layer_and_setting():
+    df = sensitivity("digits_cnn", bits=(2, 8), sparsities=(0.5,))
+    fig = sensitivity_figure(df)
+    heat = fig.data[0]
+    assert heat.type == "heatmap"
+    assert list(heat.x) == ["int8", "int2", "prune 50%"]
+    assert len(heat.y) == df["layer"].nunique() == len(heat.z)
+    assert sensitivity_figure(df.iloc[:0]).data == ()
+
+
+def test_sensitivity_page_renders_the_heatmap(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTIM_DB_URL", f"sqlite:///{tmp_path / 'runs.db'}")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/sensitivity.py").run()
+    assert not at.exception
+    at.multiselect(key="sens_bits").set_value([2, 8]).run()
+    at.multiselect(key="sens_sparsity").set_value([0.5]).run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["data"][0]["type"] == "heatmap"
+    assert any("Most sensitive" in m.value for m in at.markdown)
