@@ -101,6 +101,35 @@ def warm_start(source: ModelSource, layers: list[str], threads: int = 1) -> list
     return [p for i, p in enumerate(starts) if p not in starts[:i]]
 
 
+def create_search(
+    store: Store,
+    model: str,
+    trials: int = 40,
+    seed: int = 0,
+    settings: Settings | None = None,
+    population: int | None = None,
+    warm: bool = True,
+) -> int:
+    """Register a search run without running it (the dashboard then launches it in the
+    background with :func:`optim.sweep.launch`; ``python -m optim sweep --resume`` runs it)."""
+    if trials < 1:
+        raise ValueError(f"`trials >= 1` must hold, but got trials={trials}")
+    source = get_source(model)
+    population = population or min(max(trials // 3, 4), 50)
+    if population < 2:
+        raise ValueError(f"`population >= 2` must hold, but got population={population}")
+    check(source)
+    spec = {
+        "model": source_spec(source), "plans": [plans.to_json(())],
+        "settings": (settings or Settings()).__dict__,
+        "search": {"seed": seed, "population": population, "warm_start": warm, "trials": trials,
+                   "objectives": list(OBJECTIVES), "directions": list(DIRECTIONS)},
+    }  # fmt: skip
+    env = {"cpu": measure.cpu_info(), "backend": measure.BACKEND, "optuna": optuna.__version__}
+    run_id = store.create_run(source.name, spec, env)
+    return run_id
+
+
 def search(
     model: str,
     trials: int = 40,
@@ -141,18 +170,7 @@ def search(
     store = store or Store()
     source = get_source(model)
     if run_id is None:
-        population = population or min(max(trials // 3, 4), 50)
-        if population < 2:
-            raise ValueError(f"`population >= 2` must hold, but got population={population}")
-        check(source)
-        spec = {
-            "model": source_spec(source), "plans": [plans.to_json(())],
-            "settings": (settings or Settings()).__dict__,
-            "search": {"seed": seed, "population": population, "warm_start": warm, "trials": trials,
-                       "objectives": list(OBJECTIVES), "directions": list(DIRECTIONS)},
-        }  # fmt: skip
-        env = {"cpu": measure.cpu_info(), "backend": measure.BACKEND, "optuna": optuna.__version__}
-        run_id = store.create_run(source.name, spec, env)
+        run_id = create_search(store, model, trials, seed, settings, population, warm)
     run = store.run(run_id)
     spec = run["spec"]
     if "search" not in spec:

@@ -8,16 +8,18 @@ the technique form fields.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from optim import frontier as fr
+from optim.charts import SLOWER_TOLERANCE, regressions, short_id
 
 PAGES = ("models", "sweep", "tradeoffs", "compare", "export")
 PREFER = {"size": "Smallest", "latency": "Fastest"}
@@ -99,13 +101,9 @@ def encode_params(state: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def short_id(key: str) -> str:
-    """A short stable id of a config key (keys are long JSON strings; URLs stay short)."""
-    return hashlib.sha1(key.encode()).hexdigest()[:8]
-
-
 def keys_for(ids: Iterable[str], keys: Iterable[str]) -> list[str]:
-    """The keys among ``keys`` whose :func:`short_id` is in ``ids``, in ``keys`` order."""
+    """The keys among ``keys`` whose :func:`~optim.charts.short_id` is in ``ids``, in ``keys``
+    order (a URL and the trade-off charts carry short ids)."""
     ids = set(ids)
     return [k for k in keys if short_id(k) in ids]
 
@@ -117,6 +115,32 @@ def run_label(run: Mapping[str, Any], state: str | None = None) -> str:
     """``"#3 digits_cnn — done, 12 rows"`` for a row of ``Store.runs()``."""
     n = int(run.get("results") or 0)
     return f"#{run['id']} {run['model']} — {state or run['status']}, {n} row{'s' * (n != 1)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as dead
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def run_state(run: Mapping[str, Any]) -> str:
+    """The run's state as ``optim.sweep.state`` says it ("not started", "pending", "running",
+    "done", "failed", "cancelled" or "interrupted"), without importing the sweep machinery
+    (torch): the dashboard asks on every page. A test keeps the two in step."""
+    pid = run.get("pid")
+    pid = None if pid is None or pd.isna(pid) else int(pid)
+    if run["status"] == "pending" and pid is None:
+        return "not started"
+    if run["status"] in ("running", "pending") and pid is not None and not _alive(pid):
+        return "interrupted"
+    return str(run["status"])
 
 
 def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -233,7 +257,10 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
         return Headline(rec.message)
     row = ok[ok["key"] == rec.key].iloc[0]
     smaller = _times(rec.size_ratio, "smaller", "larger")
-    faster = _times(rec.speedup, "faster", "slower")
+    speedup = rec.speedup
+    if speedup is not None and abs(speedup - 1) < SLOWER_TOLERANCE:
+        speedup = None  # within timing noise: claim neither faster nor slower
+    faster = _times(speedup, "faster", "slower")
     acc, lo, hi = (float(row[c]) for c in ("accuracy", "acc_low", "acc_high"))
     ci = f"95 % CI {100 * lo:.1f}–{fr.fmt_pct(hi)}" if math.isfinite(lo + hi) else None
     facts = ", ".join(f for f in (smaller, faster) if f)
@@ -257,15 +284,10 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
 
 
 def flags(ok: pd.DataFrame) -> pd.DataFrame:
-    """Per row: slower than the baseline (p50), not smaller than it (bytes); as the charts mark."""
-    base = baseline(ok)
-    out = pd.DataFrame({"slower": False, "not_smaller": False}, index=ok.index)
-    if base is None:
-        return out
-    out["slower"] = ok["latency_p50_ms"] > base["latency_p50_ms"]
-    out["not_smaller"] = ok["size_bytes"] >= base["size_bytes"]
-    out.loc[ok["is_baseline"].to_numpy(dtype=bool), ["slower", "not_smaller"]] = False
-    return out
+    """Per row: slower than the baseline beyond timing noise (p50), not smaller than it (bytes);
+    as the charts mark them (:func:`~optim.charts.regressions`)."""
+    slower, not_smaller = regressions(ok)
+    return pd.DataFrame({"slower": slower, "not_smaller": not_smaller}, index=ok.index)
 
 
 def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFrame:
@@ -330,16 +352,19 @@ def compare_rows(
     return pd.DataFrame(rows)
 
 
-def selection_keys(selection: Any) -> list[str]:
-    """Config keys of a plotly selection event (``customdata[0]``; overlays repeat keys)."""
+def selection_keys(selection: Any, keys: Sequence[str]) -> list[str]:
+    """The ``keys`` picked in a plotly selection event, in ``keys`` order.
+
+    A trade-off chart's point carries the :func:`~optim.charts.short_id` of its key in ``ids``
+    (the event's ``id``); a point of another chart may carry the key in ``customdata[0]``.
+    Overlay traces repeat points: each key counts once.
+    """
     points = (selection or {}).get("selection", selection or {}).get("points", []) or []
-    keys = []
+    picked = set()
     for p in points:
         cd = p.get("customdata")
-        key = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
-        if isinstance(key, str) and key not in keys:
-            keys.append(key)
-    return keys
+        picked.add(p.get("id") or (cd[0] if isinstance(cd, (list, tuple)) and cd else cd))
+    return [k for k in keys if k in picked or short_id(k) in picked]
 
 
 def versus_baseline(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -412,6 +437,8 @@ def form_fields(config: type) -> list[FormField]:
         if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         hint = str(f.type)
+        if isinstance(default, (tuple, list, dict)) or hint.startswith(("tuple", "dict")):
+            continue  # structured fields (per-layer bits, rankings) keep their defaults
         low, high = meta.get("range", (None, None))
         if "choices" in meta:
             kind = "choice"
