@@ -1,10 +1,16 @@
 """Plotly figures from result rows (no streamlit): trade-off scatter, layer profile, run compare.
 
-Every point carries its config ``key`` in ``customdata[0]``, so a UI can map a clicked or
-box-selected point back to its row (overlay traces repeat keys: dedupe)."""
+Every trade-off point carries the :func:`short_id` of its config ``key`` in ``ids`` (a UI maps
+a clicked or box-selected point back to its row from the event's ``id``; overlay traces repeat
+points: dedupe). Its hover figures travel as numbers (``customdata``, typed arrays) and are
+formatted in the browser, so a 10,000-row figure is cheap to rebuild and to serialize on every
+slider move. The figures are assembled as plain dicts and wrapped unvalidated (the tests
+validate them): plotly's validation would triple the cost."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -17,34 +23,68 @@ from plotly.subplots import make_subplots
 
 from optim.frontier import Recommendation, baseline_index, fmt_bytes, fmt_ms, fmt_pct, frontier
 
-__all__ = ["compare_figure", "fmt_bytes", "fmt_pct", "profile_figure", "tradeoff_figure"]
+__all__ = [
+    "compare_figure",
+    "family_styles",
+    "fmt_bytes",
+    "fmt_pct",
+    "profile_figure",
+    "regressions",
+    "short_id",
+    "tradeoff_figure",
+    "tradeoff_figures",
+]
 
 X_TITLES = {
     "size_bytes": "Artifact size (bytes on disk)",
     "latency_p50_ms": "Latency p50 (ms, ONNX Runtime)",
 }
-FAMILIES = ("baseline", "quantize", "int8", "prune", "structured")  # fixed colours come first
-PALETTE = qualitative.Plotly + qualitative.D3
+# single techniques first, in a fixed order; combinations ("prune+quantize") after them, sorted
+FAMILIES = (
+    "quantize", "int8", "int4", "mixed", "prune", "structured", "lowrank", "qat", "distill",
+)  # fmt: skip
+# 12 hues that stay apart on white, also faded: no red (the floor), gold (the baseline star) or
+# orange (the selection squares); combinations are diamonds, so ~10 families read apart
+FAMILY_COLORS = (
+    "#1F77B4", "#2CA02C", "#9467BD", "#17BECF", "#8C564B", "#E377C2",
+    "#BCBD22", "#393B79", "#637939", "#7B4173", "#8C6D31", "#6B6ECF",
+)  # fmt: skip
+PALETTE = qualitative.Plotly + qualitative.D3  # runs and profile panels
 GL_ROWS = 1000  # above this many rows, points use WebGL (go.Scattergl)
 FADED = 0.35  # opacity of dominated points
+ZOOM = 0.05  # the accuracy axis starts this far below min(floor, baseline accuracy)
+SLOWER_TOLERANCE = 0.05  # p50 must beat the baseline's by 5 % (or 2 CVs) to count as slower
 RED, GREY = "#B22222", "#555"
 _TEMPLATE = pio.templates["plotly_white"]  # the object validates faster than its name
-_HOVER = "%{customdata[1]}<extra>%{fullData.name}</extra>"
-_ROW = (
-    "<b>{}</b><br>accuracy {:.1f} % (95 % CI {:.1f}-{:.1f} %)<br>size {:.1f} {}<br>"
-    "latency p50 {:.2f} ms, p90 {:.2f} ms<br>executed {} on {}{}"
+# plotly_white's layout only: its defaults for 50 other trace types cost the browser ~0.1 s a
+# chart to apply, and the scatter charts look the same without them
+_SCATTER_TEMPLATE = dict(layout=_TEMPLATE.layout.to_plotly_json())
+# customdata columns: accuracy, CI low, CI high (percent), size (bytes), p50, p90 (ms)
+_HOVER = (
+    "<b>%{text}</b><br>accuracy %{customdata[0]:.1f} % "
+    "(95 % CI %{customdata[1]:.1f}–%{customdata[2]:.1f} %)<br>size %{customdata[3]:.3s}B<br>"
+    "latency p50 %{customdata[4]:.3~f} ms, p90 %{customdata[5]:.3~f} ms<br>executed %{hovertext}"
+    "<extra>%{fullData.name}</extra>"
 )
 
 
-def family_colors(families: Sequence[str]) -> dict[str, str]:
-    """Stable colour per family: the known families first, then the others sorted.
+def family_styles(families: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker symbol) per family: distinct colours for up to 12 families present, the
+    single techniques first in a fixed order; a combination ("prune+quantize") is a diamond.
 
     Example:
-        >>> family_colors(["prune", "quantize"])["quantize"]
-        '#EF553B'
+        >>> family_styles(["prune+quantize", "quantize", "baseline"])
+        {'quantize': ('#1F77B4', 'circle'), 'prune+quantize': ('#2CA02C', 'diamond')}
     """
-    order = list(FAMILIES) + sorted(set(families) - set(FAMILIES))
-    return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(order)}
+    present = set(families) - {"baseline"}
+    order = [f for f in FAMILIES if f in present] + sorted(present - set(FAMILIES))
+    styles = {}
+    for i, f in enumerate(order):
+        symbol = "diamond" if "+" in f else "circle"
+        if i >= len(FAMILY_COLORS):  # past 12 families colours repeat: change the shape too
+            symbol = "triangle-up" if symbol == "circle" else "hexagon"
+        styles[f] = (FAMILY_COLORS[i % len(FAMILY_COLORS)], symbol)
+    return styles
 
 
 def _num(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -56,7 +96,7 @@ def _num(df: pd.DataFrame, col: str) -> np.ndarray:
 def _str(df: pd.DataFrame, col: str, default: str = "") -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), default, dtype=object)
-    return df[col].fillna(default).astype(str).to_numpy(dtype=object)
+    return df[col].to_numpy(dtype=object, na_value=default)
 
 
 def _tick_bytes(v: float) -> str:
@@ -64,8 +104,8 @@ def _tick_bytes(v: float) -> str:
     return f"{v / 1000**unit:.3g} {('B', 'KB', 'MB', 'GB')[unit]}"
 
 
-def _style_x(fig: go.Figure, x: str, values: np.ndarray) -> float:
-    """Log byte axis (KB/MB ticks) or linear ms axis over ``values``; returns the range end."""
+def _x_axis(x: str, values: np.ndarray) -> tuple[dict, float]:
+    """Log byte axis (KB/MB ticks) or linear ms axis over ``values``; and the range end."""
     v = values[np.isfinite(values) & (values > 0)]
     if x == "size_bytes":
         lo, hi = (math.log10(v.min()), math.log10(v.max())) if v.size else (3.0, 9.0)
@@ -75,28 +115,79 @@ def _style_x(fig: go.Figure, x: str, values: np.ndarray) -> float:
         ticks = [t for t in ticks if lo <= math.log10(t) <= hi]
         ticks = [t for t in ticks if f"{t:e}"[0] == "1"] if len(ticks) > 10 else ticks
         text = [_tick_bytes(t) for t in ticks]
-        fig.update_xaxes(type="log", range=[lo, hi], tickvals=ticks, ticktext=text)
-        return 10**hi
+        return dict(type="log", range=[lo, hi], tickvals=ticks, ticktext=text), 10**hi
     hi = 1.08 * v.max() if v.size else 10.0
-    fig.update_xaxes(type="linear", range=[0, hi], ticksuffix=" ms")
+    return dict(type="linear", range=[0, hi], ticksuffix=" ms"), hi
+
+
+def _tickformat(span: float) -> str:
+    return ".0%" if span > 0.2 else ".1%" if span > 0.01 else ".2%"
+
+
+def _style_x(fig: go.Figure, x: str, values: np.ndarray) -> float:
+    axis, hi = _x_axis(x, values)
+    fig.update_xaxes(**axis)
     return hi
 
 
-def _style_y(fig: go.Figure, acc: np.ndarray, floor: float = math.nan) -> float:
-    """Percent accuracy axis covering the points and the floor; returns the range bottom."""
-    v = np.append(acc[np.isfinite(acc)], [floor] if math.isfinite(floor) else [])
+def _style_y(fig: go.Figure, acc: np.ndarray) -> None:
+    """Percent accuracy axis covering every point (the run comparison)."""
+    v = acc[np.isfinite(acc)]
     lo, hi = (v.min(), v.max()) if v.size else (0.0, 1.0)
-    pad, span = max(0.08 * (hi - lo), 0.005), hi - lo
-    fmt = ".0%" if span > 0.05 else ".1%" if span > 0.005 else ".2%"
-    fig.update_yaxes(range=[lo - pad, hi + pad], tickformat=fmt)
-    return lo - pad
+    pad = max(0.08 * (hi - lo), 0.005)
+    fig.update_yaxes(range=[lo - pad, hi + pad], tickformat=_tickformat(hi - lo + 2 * pad))
+
+
+def accuracy_range(acc: np.ndarray, floor: float, base: float) -> tuple[float, float, float]:
+    """The trade-off chart's accuracy axis: (bottom, top, bottom of every point).
+
+    It starts ``ZOOM`` below the lower of the floor and the baseline's accuracy (or at the worst
+    point, if that is higher) and ends a little above the best point: the region where the
+    decision is made. Points below it are left to the toolbar's Autoscale (a double-click
+    only clears the selection in the chart's box-select mode).
+
+    Example:
+        >>> accuracy_range(np.array([0.3, 0.97, 0.985]), 0.975, 0.98)[:2]  # doctest: +ELLIPSIS
+        (0.925, 0.98...)
+    """
+    v = np.append(acc[np.isfinite(acc)], [floor] if math.isfinite(floor) else [])
+    if not v.size:
+        return 0.0, 1.0, 0.0
+    top, every = v.max(), v.min()
+    refs = [r for r in (floor, base) if math.isfinite(r)]
+    ref = min(refs) if refs else top
+    every -= max(0.08 * (top - every), 0.005)
+    lo = max(every, ref - ZOOM)
+    return float(lo), float(top + max(0.1 * (top - lo), 0.004)), float(every)  # room for a star
+
+
+def regressions(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the rows slower than the baseline and of those not smaller than it.
+
+    Slower only beyond timing noise: p50 > baseline p50 × (1 + max(5 %, 2 × the larger
+    ``latency_cv`` of the row and the baseline)). Not smaller: size_bytes >= the baseline's.
+    The baseline itself (and every row, without a baseline) is never flagged.
+
+    Example:
+        >>> slower, not_smaller = regressions(df)  # doctest: +SKIP
+    """
+    n, b = len(df), baseline_index(df)
+    if b is None:
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    lat, size = _num(df, "latency_p50_ms"), _num(df, "size_bytes")
+    cv = np.nan_to_num(_num(df, "latency_cv"), nan=0.0, posinf=0.0)
+    tolerance = np.maximum(SLOWER_TOLERANCE, 2 * np.maximum(cv, cv[b]))
+    slower, bigger = lat > lat[b] * (1 + tolerance), size >= size[b]
+    slower[b] = bigger[b] = False
+    return slower, bigger
 
 
 def _figure(x: str, legend: str) -> go.Figure:
     if x not in X_TITLES:
         raise ValueError(f"`x in {tuple(X_TITLES)}` must hold, but got x={x!r}")
     # dragmode "select": box-select picks configs; uirevision keeps zoom and legend toggles
-    layout = dict(template=_TEMPLATE, dragmode="select", hovermode="closest", uirevision=x)
+    layout = dict(template=_SCATTER_TEMPLATE, dragmode="select", hovermode="closest")
+    layout["uirevision"] = x
     layout |= dict(xaxis_title=X_TITLES[x], yaxis_title="Accuracy (held-out test split)")
     legend_ = dict(title=legend, itemsizing="constant")
     return go.Figure(layout=dict(layout, legend=legend_, margin=dict(l=70, r=20, t=30, b=60)))
@@ -107,45 +198,81 @@ def _empty(fig: go.Figure, text: str) -> go.Figure:
     return fig
 
 
-def _customdata(df: pd.DataFrame, notes: np.ndarray) -> np.ndarray:
-    """``[key, hover text]`` per row: cheaper for plotly to copy and serialize than 11 columns."""
-    keys = _str(df, "key")
-    cols = [_str(df, "label") if "label" in df.columns else keys, 100 * _num(df, "accuracy")]
-    size = _num(df, "size_bytes")
-    exp = np.clip(np.log10(np.where(size > 0, size, 1)) // 3, 0, 3).astype(int)  # as fmt_bytes
-    unit = np.array(["B", "KB", "MB", "GB"], dtype=object)[exp]
-    cols += [100 * _num(df, "acc_low"), 100 * _num(df, "acc_high"), size / 1000.0**exp, unit]
-    cols += [_num(df, "latency_p50_ms"), _num(df, "latency_p90_ms")]
-    cols += [_str(df, "precision", "?"), _str(df, "backend", "?"), notes]
-    rows = zip(*(c.tolist() for c in cols), strict=True)
-    text = np.array([_ROW.format(*row) for row in rows], dtype=object)
-    return np.column_stack([keys, text]).reshape(len(df), 2)
-
-
-def _notes(size: np.ndarray, lat: np.ndarray, b: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Hover warning per row and the mask of rows slower than or not smaller than the baseline."""
-    notes = np.full(len(size), "", dtype=object)
-    if b is None:
-        return notes, np.zeros(len(size), dtype=bool)
-    slower, bigger = lat > lat[b], size >= size[b]
-    slower[b] = bigger[b] = False
-    for mask, text in ((slower, "slower than the baseline"), (bigger, "not smaller than it")):
-        notes[mask] = notes[mask] + "<br>⚠ " + text
-    return notes, slower | bigger
-
-
-def _rule(fig: go.Figure, axis: str, at: float, band: tuple[float, float], style: dict) -> None:
-    """A named line at ``at`` on ``axis`` ("x" or "y") and a shaded band ``band`` beside it."""
+def _rule(axis: str, at: float, band: tuple[float, float], style: dict) -> tuple[list, dict]:
+    """A named line at ``at`` on ``axis`` ("x" or "y") and a shaded band ``band`` beside it:
+    ([band shape, line shape], label annotation)."""
     other = dict(xref="paper", x0=0, x1=1) if axis == "y" else dict(yref="paper", y0=0, y1=1)
-    color, span = style["color"], {f"{axis}0": band[0], f"{axis}1": band[1]}
+    ref, color = {f"{axis}ref": axis}, style["color"]
     fill = dict(fillcolor=color, opacity=0.08, line_width=0, layer="below")
-    fig.add_shape(type="rect", name=style["band"], **other, **span, **fill)
+    span, ends = {f"{axis}0": band[0], f"{axis}1": band[1]}, {f"{axis}0": at, f"{axis}1": at}
     line = dict(color=color, width=2, dash=style.get("dash", "solid"))
-    ends = {f"{axis}0": at, f"{axis}1": at}
-    fig.add_shape(type="line", name=style["name"], **other, **ends, line=line)
+    shapes = [
+        dict(type="rect", name=style["band"], **ref, **other, **span, **fill),
+        dict(type="line", name=style["name"], **ref, **other, **ends, line=line),
+    ]
     pos = dict(x=1, y=at, xref="paper", xanchor="right", yanchor="bottom") if axis == "y" else {}
     pos = pos or dict(x=style.get("log_at", at), y=1, yref="paper", xanchor="left", yanchor="top")
-    fig.add_annotation(text=style["text"], showarrow=False, font=dict(color=color), **pos)
+    text = dict(text=style["text"], showarrow=False, font=dict(color=color), name=style["name"])
+    text["bgcolor"] = "rgba(255,255,255,0.75)"  # readable over the points
+    return shapes, text | pos
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def short_id(key: str) -> str:
+    """A short stable id of a config key (keys are long JSON plans; ids and URLs stay short).
+
+    Example:
+        >>> short_id("[]")
+        '97d170e1'
+    """
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
+def _hover(df: pd.DataFrame, notes: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """(hovertemplate, customdata, hovertext): the figures travel as float32 numbers (percent
+    accuracy, CI, bytes, p50, p90), the executed precision and the warnings as text."""
+    cols = [100 * _num(df, c) for c in ("accuracy", "acc_low", "acc_high")]
+    cols += [_num(df, c) for c in ("size_bytes", "latency_p50_ms", "latency_p90_ms")]
+    executed, backend = _str(df, "precision", "?"), _str(df, "backend", "?")
+    one = pd.unique(backend)
+    if len(one) == 1:  # the usual case: name the backend once, in the template
+        template = _HOVER.replace("<br>executed", f" on {one[0]}<br>executed")
+    else:
+        template, executed = _HOVER, executed + " on " + backend
+    return template, np.column_stack(cols).astype(np.float32), (executed + notes).astype(str)
+
+
+def _rows(df: pd.DataFrame, rec: Recommendation | None) -> dict:
+    """The per-row arrays both trade-off figures share (computed once for the pair)."""
+    c = rec.constraints if rec is not None else None
+    keys, b = _str(df, "key"), baseline_index(df)
+    notes, flagged = np.full(len(df), "", dtype=object), np.zeros(len(df), dtype=bool)
+    warnings = []
+    if b is not None:
+        slower, bigger = regressions(df)
+        flagged = slower | bigger
+        warnings = [(slower, "slower than the baseline"), (bigger, "not smaller than it")]
+    for col, lim in ((("size_bytes", c.max_size_bytes), ("latency_p50_ms", c.max_latency_ms))
+                     if c else ()):  # fmt: skip
+        if lim is not None:
+            warnings.append((_num(df, col) > lim, f"over the {col.split('_')[0]} budget"))
+    for mask, text in warnings:
+        notes[mask] = notes[mask] + "<br>⚠ " + text
+    template, cd, executed = _hover(df, notes)
+    labels = (_str(df, "label") if "label" in df.columns else keys).astype(str)
+    ids = np.array([short_id(k) for k in keys])  # fixed-width str: copied as one block
+    return dict(keys=keys, ids=ids, fam=_str(df, "family", "other"), labels=labels, b=b,
+                acc=_num(df, "accuracy"), flagged=flagged, template=template, cd=cd,
+                executed=executed)  # fmt: skip
+
+
+def tradeoff_figures(
+    df: pd.DataFrame, rec: Recommendation | None = None, selected: Sequence[str] = ()
+) -> dict[str, go.Figure]:
+    """Both :func:`tradeoff_figure` s, ``{"size_bytes": ..., "latency_p50_ms": ...}``, sharing
+    the per-row work (hover data, flags, ids): what a floor-slider move redraws."""
+    rows = _rows(df, rec)
+    return {x: _tradeoff(df, x, rec, selected, rows) for x in X_TITLES}
 
 
 def tradeoff_figure(
@@ -159,7 +286,9 @@ def tradeoff_figure(
     The 2-D Pareto frontier of the projection is a step line and its points are opaque with a
     dark outline; dominated points are faded. The baseline is a star, the recommended config is
     ringed (the closest one, in red, when nothing qualifies), ``selected`` keys get a square and
-    points slower than or not smaller than the baseline an ``x``. One legend entry per family.
+    points slower than or not smaller than the baseline (:func:`regressions`) an ``x``. One
+    legend entry per family (:func:`family_styles`). The accuracy axis shows the region around
+    the floor and the baseline (:func:`accuracy_range`); a note counts the points below it.
 
     Args:
         df: Result rows.
@@ -170,63 +299,94 @@ def tradeoff_figure(
     Example:
         >>> fig = tradeoff_figure(df, "latency_p50_ms", rec=recommend(df, Constraints(0.97)))
     """
-    fig = _figure(x, "family")
+    if x not in X_TITLES:
+        raise ValueError(f"`x in {tuple(X_TITLES)}` must hold, but got x={x!r}")
+    return _tradeoff(df, x, rec, selected, _rows(df, rec))
+
+
+def _tradeoff(df, x: str, rec, selected: Sequence[str], rows: dict) -> go.Figure:
     c = rec.constraints if rec is not None else None
     floor = rec.floor_value if rec is not None else math.nan
     budget = (c.max_size_bytes if x == "size_bytes" else c.max_latency_ms) if c else None
-    xs, acc = _num(df, x), _num(df, "accuracy")
-    x_hi = _style_x(fig, x, np.append(xs, budget or []))
-    y_lo = _style_y(fig, acc, floor)
+    xs, acc, b, keys = _num(df, x), rows["acc"], rows["b"], rows["keys"]
+    xaxis, x_hi = _x_axis(x, np.append(xs, budget or []))
+    y_lo, y_hi, y_all = accuracy_range(acc, floor, acc[b] if b is not None else math.nan)
+    yaxis = dict(range=[y_lo, y_hi], tickformat=_tickformat(y_hi - y_lo))
+    traces, shapes, notes = [], [], []
+    layout = dict(
+        template=_SCATTER_TEMPLATE,
+        dragmode="select",  # box-select picks configs
+        hovermode="closest",
+        uirevision=x,  # keeps zoom and legend toggles across reruns
+        xaxis=xaxis | dict(title=dict(text=X_TITLES[x])),
+        yaxis=yaxis | dict(title=dict(text="Accuracy (held-out test split)")),
+        legend=dict(title=dict(text="family"), itemsizing="constant"),
+        margin=dict(l=70, r=20, t=30, b=60),
+        shapes=shapes,
+        annotations=notes,
+    )
     if not len(df):
-        return _empty(fig, "No results yet")
-    scatter = go.Scattergl if len(df) > GL_ROWS else go.Scatter
-    keys, fam, b = _str(df, "key"), _str(df, "family", "other"), baseline_index(df)
+        notes.append(dict(text="No results yet", showarrow=False, xref="paper", yref="paper"))
+        notes[-1] |= dict(x=0.5, y=0.5)
+        return go.Figure(dict(data=traces, layout=layout), _validate=False)
+    kind = "scattergl" if len(df) > GL_ROWS else "scatter"
     on = frontier(df, ("accuracy", x))
-    notes, flagged = _notes(_num(df, "size_bytes"), _num(df, "latency_p50_ms"), b)
-    limits = {"size_bytes": c.max_size_bytes, "latency_p50_ms": c.max_latency_ms} if c else {}
-    for col, lim in limits.items():
-        if lim is not None:
-            notes[_num(df, col) > lim] += f"<br>⚠ over the {col.split('_')[0]} budget"
-    cd = _customdata(df, notes)
 
-    def points(mask: np.ndarray, name: str, marker: dict, trace: type = scatter, **kw) -> None:
+    def points(mask: np.ndarray, name: str, marker: dict, trace: str = kind, **kw) -> None:
         """Add the rows in ``mask`` as one marker trace; overlays pass ``hoverinfo="skip"``."""
         if mask.any():
-            hover = {} if "hoverinfo" in kw else {"hovertemplate": _HOVER}
-            data = cd[mask] if hover else cd[mask, :1]  # overlays carry just the key
-            kw |= dict(x=xs[mask], y=acc[mask], mode="markers", name=name, customdata=data)
-            fig.add_trace(trace(marker=marker, **hover, **kw))
+            if "hoverinfo" not in kw:
+                kw |= dict(customdata=rows["cd"][mask], text=rows["labels"][mask])
+                kw |= dict(hovertext=rows["executed"][mask], hovertemplate=rows["template"])
+            xy = dict(x=xs[mask].astype(np.float32), y=acc[mask].astype(np.float32))
+            kw |= dict(**xy, ids=rows["ids"][mask], mode="markers", name=name)
+            traces.append(dict(type=trace, marker=marker, **kw))
 
-    others = np.arange(len(df)) != (-1 if b is None else b)
-    colors = family_colors(list(pd.unique(fam)))
-    for f, color in colors.items():
-        m = others & (fam == f)
-        outline = dict(width=np.where(on[m], 1.5, 0.0), color="#222")
-        marker = dict(color=color, size=9, opacity=np.where(on[m], 1.0, FADED), line=outline)
-        points(m, f, marker, legendgroup=f)
+    others, fam = np.arange(len(df)) != (-1 if b is None else b), rows["fam"]
+    for f, (color, symbol) in family_styles(list(pd.unique(fam[others]))).items():
+        name, group = f.replace("+", " + "), dict(legendgroup=f, showlegend=False)
+        marker = dict(color=color, symbol=symbol, size=9, line=dict(width=1.5, color="#222"))
+        # the legend entry is a trace of its own, so that it is never drawn faded
+        legend = dict(x=[None], y=[None], mode="markers", hoverinfo="skip", legendgroup=f)
+        traces.append(dict(type=kind, name=name, marker=marker, **legend))
+        points(others & (fam == f) & on, name, marker, **group)
+        faded = dict(marker, opacity=FADED, line=dict(width=0))
+        points(others & (fam == f) & ~on, name, faded, **group)
     order = np.flatnonzero(on)[np.argsort(xs[on], kind="stable")]
     step = dict(x=xs[order], y=acc[order], mode="lines", name="Pareto frontier", hoverinfo="skip")
-    fig.add_trace(scatter(**step, line=dict(shape="hv", color="#444", width=1.5)))
+    traces.append(dict(type=kind, **step, line=dict(shape="hv", color="#444", width=1.5)))
     star = dict(symbol="star", size=18, color="#FFD700", line=dict(width=1.5, color="#222"))
-    points(others == 0, "baseline", star, go.Scatter)
+    points(others == 0, "baseline", star, "scatter")
     cross = dict(symbol="x", size=6, color=RED)
-    points(flagged, "slower / not smaller than baseline", cross, hoverinfo="skip")
+    points(rows["flagged"], "slower / not smaller than baseline", cross, hoverinfo="skip")
     square = dict(symbol="square-open", size=17, color="#FF7F0E", line=dict(width=2.5))
     points(np.isin(keys, list(selected)), "selected", square, hoverinfo="skip")
     if rec is not None and (rec.key or rec.closest_key):
         ring = dict(symbol="circle-open", size=24, color="#111" if rec.key else RED)
         ring["line"] = dict(width=3)
         name = "recommended" if rec.key else "closest (misses the target)"
-        points(keys == (rec.key or rec.closest_key), name, ring, go.Scatter, hoverinfo="skip")
+        points(keys == (rec.key or rec.closest_key), name, ring, "scatter", hoverinfo="skip")
     if math.isfinite(floor):
         style = dict(name="floor", band="below floor", color=RED, text=f"floor {fmt_pct(floor)}")
-        _rule(fig, "y", floor, (y_lo, floor), style)
+        # the band reaches the lowest point, so that Autoscale shows them under it
+        more, text = _rule("y", floor, (min(y_lo, y_all), floor), style)
+        shapes += more
+        notes.append(text)
     if budget is not None:
         text = f"budget {fmt_bytes(budget) if x == 'size_bytes' else fmt_ms(budget)}"
         log_at = math.log10(budget) if x == "size_bytes" else budget  # annotations use log units
         style = dict(name="budget", band="over budget", color=GREY, dash="dash", text=text)
-        _rule(fig, "x", budget, (budget, max(x_hi, budget)), {**style, "log_at": log_at})
-    return fig
+        more, text = _rule("x", budget, (budget, max(x_hi, budget)), style | {"log_at": log_at})
+        shapes += more
+        notes.append(text)
+    if hidden := int(np.sum(acc < y_lo)):
+        text = f"{hidden} config{'s' * (hidden > 1)} below {fmt_pct(y_lo)}: "
+        notes.append(
+            dict(text=text + "Autoscale (toolbar) shows all", name="hidden", showarrow=False)
+            | dict(xref="paper", yref="paper", x=0.01, y=0.01, xanchor="left", yanchor="bottom")
+            | dict(font=dict(color=GREY, size=11), bgcolor="rgba(255,255,255,0.8)")
+        )
+    return go.Figure(dict(data=traces, layout=layout), _validate=False)
 
 
 def profile_figure(layers: pd.DataFrame) -> go.Figure:
@@ -251,7 +411,9 @@ def profile_figure(layers: pd.DataFrame) -> go.Figure:
         panels.append(("Latency", lat, lat, 2))
     titles = [p[0] + " share" for p in panels]
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, subplot_titles=titles)
-    names = _str(layers, "layer")
+    names = _str(layers, "layer").astype(str)
+    if "type" in layers.columns:  # "2 Conv2d" says more than "2" (nn.Sequential indices)
+        names = names + " " + _str(layers, "type").astype(str)
     for k, (title, share, raw, i) in enumerate(panels, 1):
         hover = f"%{{y}}<br>{title}: %{{x:.1%}} (%{{customdata:,.4~g}})<extra></extra>"
         bar = dict(x=share, y=names, orientation="h", name=title, marker_color=PALETTE[i])

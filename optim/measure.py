@@ -88,7 +88,7 @@ def accuracy_ci(
 class Latency:
     p50_ms: float
     p90_ms: float
-    cv: float  # std / mean of the timed runs
+    cv: float  # robust coefficient of variation: 1.4826 * MAD / median (outlier stalls ignored)
     runs: int
 
 
@@ -117,6 +117,6 @@ def latency(
     return Latency(
         p50_ms=float(np.percentile(t, 50)),
         p90_ms=float(np.percentile(t, 90)),
-        cv=float(t.std() / t.mean()),
+        cv=float(1.4826 * np.median(np.abs(t - np.median(t))) / np.median(t)),
         runs=len(t),
     )

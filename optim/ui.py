@@ -21,7 +21,7 @@ import pandas as pd
 from optim import frontier as fr
 from optim.charts import SLOWER_TOLERANCE, regressions, short_id
 
-PAGES = ("models", "sweep", "tradeoffs", "compare", "export")
+PAGES = ("models", "sweep", "tradeoffs", "sensitivity", "compare", "export")  # app.py's url paths
 PREFER = {"size": "Smallest", "latency": "Fastest"}
 DEFAULTS: dict[str, Any] = {
     "run": None,  # None: the newest run

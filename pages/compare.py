@@ -5,8 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from optim import charts, ui
-from pages._ui import common
-from pages._ui import views
+from pages._ui import common, views
 
 common.frame_guard()
 

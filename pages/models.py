@@ -7,8 +7,7 @@ import streamlit as st
 from optim import charts, ui
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.sources import sample_names
-from pages._ui import common
-from pages._ui import views
+from pages._ui import common, views
 
 common.frame_guard()
 

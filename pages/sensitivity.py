@@ -37,7 +37,16 @@ if not bits and not sparsities:
 if ui.model_note(name)[0] != "ready":
     st.stop()  # the model picker has said why
 df = measure(name, tuple(sorted(bits)), tuple(sorted(sparsities)))
-st.plotly_chart(sensitivity_figure(df), key="sensitivity_chart")
+fig = sensitivity_figure(df)
+# colour bar and legend in the figure's bottom margin, clear of the axis labels
+bottom = dict(orientation="h", yref="container", y=0.02, yanchor="bottom")
+fig.update_traces(
+    colorbar=bottom | dict(x=0.36, len=0.5, thickness=12, title=dict(text="points", side="right")),
+    selector=dict(type="heatmap"),
+)
+fig.update_layout(legend=bottom | dict(x=1, xanchor="right"), margin=dict(b=95))
+fig.update_layout(height=(fig.layout.height or 320) + 35)
+st.plotly_chart(fig, key="sensitivity_chart")
 worst = df.sort_values("accuracy_drop", ascending=False).head(3)
 st.markdown(
     "**Most sensitive:** "

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import common
-from pages._ui import forms
+from pages._ui import common, forms
 
 common.frame_guard()
 
@@ -24,8 +23,9 @@ settings = forms.settings_form()
 forms.start_controls(model, plan_list, settings)
 
 st.subheader("Progress")
-cur = common.current()
-if cur is not None:
+if st.session_state.get("run") is None:
+    st.caption("No runs yet: press **Run sweep** and its rows stream in here as they finish.")
+elif (cur := common.current()) is not None:
     if not common.is_live(cur.run):
         common.status_banner(cur)
     forms.progress_panel(cur.id)

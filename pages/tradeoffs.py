@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import common
-from pages._ui import views
+from pages._ui import common, views
 
 common.frame_guard()
 
@@ -22,15 +21,10 @@ rec = views.constraint_controls(cur.ok)
 views.headline_card(rec, cur.ok)
 selected = views.restore_selection(cur.ok)
 
-size_chart, latency_chart = st.columns(2, gap="large")
-with size_chart:
-    views.tradeoff_chart(cur.ok, "size_bytes", rec, selected)
-with latency_chart:
-    views.tradeoff_chart(cur.ok, "latency_p50_ms", rec, selected)
+views.tradeoff_charts(cur.ok, rec, selected)  # accuracy vs size | accuracy vs p50 latency
 views.flag_summary(cur.ok)
 
 views.selection_details(cur.ok)
 
-st.subheader("All configs")
-views.config_table(cur.ok, rec, cur.id)
+views.all_configs(cur.ok, rec, cur.id)
 common.failed_expander(cur.failed)

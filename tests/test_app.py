@@ -7,6 +7,7 @@ from its rows to stage faults (a failed run, a dead worker). No mocks.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -129,7 +130,13 @@ def test_every_page_renders_a_finished_run(store, run_id, page):
     assert param(at, "run") == str(run_id)
     if page == "tradeoffs":
         assert len(at.get("plotly_chart")) == 2
-        assert at.get("download_button")  # PNGs and the CSV
+        assert not at.dataframe  # the config table renders once its expander is opened
+        at.session_state["all_configs"] = True
+        healthy(at.run())
+        (table,) = at.dataframe
+        assert len(table.value) == 6
+        labels = [b.proto.label for b in at.get("download_button")]
+        assert labels == ["Download PNG", "Download PNG", "Download CSV"]
     if page == "export":
         assert "python -m optim build --model digits_cnn" in at.code[0].value
         assert [b.proto.label for b in at.get("download_button")] == [
@@ -244,8 +251,9 @@ def test_an_interrupted_run_offers_resume_and_keeps_its_rows(store, run_id):
     assert any("stopped unexpectedly" in w.value for w in at.warning)
     assert at.button(key=f"resume-{new}")
     assert len(at.get("plotly_chart")) == 2  # the finished baseline row is still charted
-    assert "1 config(s) failed" in at.expander[0].label
-    assert "scales overflow" in at.expander[0].dataframe[0].value["error"].iloc[0]
+    failed = next(e for e in at.expander if "failed" in e.label)
+    assert "1 config(s) failed" in failed.label
+    assert "scales overflow" in failed.dataframe[0].value["error"].iloc[0]
     store.delete_run(new)
 
 
@@ -303,18 +311,54 @@ def test_view_state_round_trips_through_the_url():
     assert ui.encode_params(ui.DEFAULTS) == {}
 
 
-def test_selection_maps_customdata_back_to_keys():
+def test_every_screen_of_the_frame_can_be_linked():
+    paths = re.findall(r'\("(\w+)", "pages/\w+\.py"', APP.read_text())
+    assert paths and set(paths) == set(ui.PAGES)  # a page=... link to each one is accepted
+    for page in paths:
+        assert ui.parse_params({"page": page}) == ({"page": page}, [])
+
+
+def test_selection_maps_chart_points_back_to_keys():
+    keys = ["k0", "k1", "k2", "k3"]
     event = {
         "selection": {
             "points": [
-                {"customdata": ["k1", "a"]},
-                {"customdata": ["k1"]},
-                {"customdata": ["k2", "b"]},
+                {"id": ui.short_id("k2"), "customdata": [98.1, 97.0]},
+                {"id": ui.short_id("k2")},  # an overlay trace repeats the point
+                {"id": ui.short_id("k1")},
+                {"customdata": ["k3", "a"]},  # a chart that carries the key itself
             ]
         }
     }
-    assert ui.selection_keys(event) == ["k1", "k2"]
-    assert ui.selection_keys(None) == []
+    assert ui.selection_keys(event, keys) == ["k1", "k2", "k3"]
+    assert ui.selection_keys(None, keys) == []
+
+
+def test_headline_claims_no_speed_change_within_timing_noise(rows):
+    rec = fr.recommend(rows, fr.Constraints(0.5))  # the smallest config
+    base = float(rows.loc[rows["is_baseline"], "latency_p50_ms"].iloc[0])
+    for p50, claim in ((base * 1.03, None), (base * 0.97, None), (base / 2, "2.0× faster")):
+        noisy = rows.copy()
+        noisy.loc[noisy["key"] == rec.key, "latency_p50_ms"] = p50
+        head = ui.headline(fr.recommend(noisy, fr.Constraints(0.5)), noisy)
+        assert head.faster == claim
+        assert ("faster" in head.text or "slower" in head.text) == (claim is not None)
+
+
+def test_run_state_matches_the_sweep_module(store, run_id):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        for status in ("pending", "running", "done", "failed", "cancelled"):
+            for pid in (None, float("nan"), dead.pid, alive.pid):
+                run = {"status": status, "pid": pid}
+                assert ui.run_state(run) == sw.state(run), run
+        for row in store.runs().to_dict("records"):  # <NA> pids of Store.runs()
+            assert ui.run_state(row) == sw.state(row)
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_every_technique_has_a_form():

@@ -4,11 +4,24 @@ import json
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from optim.charts import compare_figure, fmt_bytes, fmt_pct, profile_figure, tradeoff_figure
-from optim.frontier import Constraints, recommend
+from optim.charts import (
+    FADED,
+    accuracy_range,
+    compare_figure,
+    family_styles,
+    fmt_bytes,
+    fmt_pct,
+    profile_figure,
+    regressions,
+    short_id,
+    tradeoff_figure,
+    tradeoff_figures,
+)
+from optim.frontier import Constraints, frontier, recommend
 
 
 def rows(n: int = 6, baseline: bool = True) -> pd.DataFrame:
@@ -31,6 +44,7 @@ def rows(n: int = 6, baseline: bool = True) -> pd.DataFrame:
             "size_bytes": size,
             "latency_p50_ms": lat,
             "latency_p90_ms": lat * 1.1,
+            "latency_cv": 0.01,
             "precision": "int8 QDQ u8s8",
             "backend": "onnxruntime 1.32 CPU",
         }
@@ -43,6 +57,28 @@ def as_json(fig) -> dict:
 
 def trace(fig, name: str):
     return next(t for t in fig.data if t.name == name)
+
+
+def keys_of(t) -> list[str]:
+    """The config keys of a trace's points (``ids`` carry their short ids)."""
+    ids = {short_id(f"k{i}"): f"k{i}" for i in range(2000)}
+    return [ids[i] for i in t.ids]
+
+
+def hover(fig) -> dict[str, str]:
+    """The hover text per key, as the browser formats it from the template (enough of it)."""
+    out = {}
+    for t in fig.data:
+        if t.hovertemplate:
+            for k, label, cd, executed in zip(
+                keys_of(t), t.text, t.customdata, t.hovertext, strict=True
+            ):
+                out[k] = (
+                    t.hovertemplate.replace("%{text}", label)
+                    .replace("%{hovertext}", executed)
+                    .replace("%{customdata[0]:.1f}", f"{cd[0]:.1f}")
+                )
+    return out
 
 
 def test_floor_line_at_the_floor_value() -> None:
@@ -65,7 +101,10 @@ def test_size_axis_is_log_with_readable_ticks() -> None:
     assert any(t.endswith("MB") for t in fig.layout.xaxis.ticktext)
     assert fig.layout.yaxis.tickformat.endswith("%")
     assert fig.layout.dragmode == "select"
-    assert fig.layout.template == pio.templates["plotly_white"]
+    assert fig.layout.template.layout == pio.templates["plotly_white"].layout  # its look
+    assert (
+        fig.layout.template.data.to_plotly_json() == {}
+    )  # without its defaults for 50 other trace types
 
 
 def test_latency_axis() -> None:
@@ -83,17 +122,41 @@ def test_webgl_above_1000_rows(n: int, kind: str) -> None:
     assert {t.type for t in fig.data if t.name in families} == {kind}
 
 
-def test_customdata_maps_points_back_to_keys() -> None:
+def test_ids_map_points_back_to_keys_and_hover_is_formatted_in_the_browser() -> None:
     df = rows(40)
     fig = tradeoff_figure(df)
-    point_traces = [t for t in fig.data if t.customdata is not None]
-    keys = {row[0] for t in point_traces for row in t.customdata}
-    assert keys == set(df["key"])
+    point_traces = [t for t in fig.data if t.ids is not None]
+    assert {k for t in point_traces for k in keys_of(t)} == set(df["key"])
     hovered = [t for t in point_traces if t.hovertemplate]
-    assert sum(len(t.customdata) for t in hovered) == len(df)  # each row hoverable once
-    text = next(row[1] for t in hovered for row in t.customdata if row[0] == "k3")
-    assert "config 3" in text and "95 % CI" in text and "int8 QDQ u8s8" in text
-    assert "onnxruntime 1.32 CPU" in text and "p90" in text
+    assert sum(len(t.ids) for t in hovered) == len(df)  # each row hoverable once
+    text = hover(fig)["k3"]
+    assert "<b>config 3</b>" in text and "95 % CI" in text and "int8 QDQ u8s8" in text
+    assert "onnxruntime 1.32 CPU" in text and "p90" in text  # one backend: in the template
+    assert f"accuracy {100 * df.accuracy[3]:.1f} %" in text
+    t = next(t for t in hovered if "k3" in keys_of(t))
+    row = t.customdata[keys_of(t).index("k3")]
+    want = df.loc[3, ["acc_low", "acc_high"]].to_numpy() * 100
+    assert list(row[1:3]) == pytest.approx(want, rel=1e-6)
+    assert row[3] == pytest.approx(df.size_bytes[3], rel=1e-6)  # bytes, %{...:.3s}B in hover
+    two = tradeoff_figure(df.assign(backend=["ort A", "ort B"] * 20))
+    assert "int8 QDQ u8s8 on ort B" in hover(two)["k3"]
+
+
+def test_both_figures_at_once_equal_one_at_a_time() -> None:
+    df = rows(40)
+    rec = recommend(df, Constraints(floor=0.97, max_latency_ms=8.0))
+    both = tradeoff_figures(df, rec, ["k5"])
+    assert list(both) == ["size_bytes", "latency_p50_ms"]
+    for x, fig in both.items():
+        assert fig.to_json() == tradeoff_figure(df, x, rec, ["k5"]).to_json()
+
+
+def test_the_figure_is_valid_plotly() -> None:
+    df = rows(40)
+    rec = recommend(df, Constraints(floor=0.97, max_size_bytes=5e6))
+    for x in ("size_bytes", "latency_p50_ms"):
+        fig = tradeoff_figure(df, x, rec=rec, selected=["k5"])
+        go.Figure(fig.to_dict())  # validates every property (the chart builds unvalidated)
 
 
 def test_frontier_step_line_and_faded_points() -> None:
@@ -101,10 +164,17 @@ def test_frontier_step_line_and_faded_points() -> None:
     fig = tradeoff_figure(df)
     step = trace(fig, "Pareto frontier")
     assert step.line.shape == "hv" and list(step.x) == sorted(step.x)
-    opacities = np.concatenate([np.atleast_1d(t.marker.opacity) for t in fig.data[:4]])
-    assert set(np.round(opacities, 2)) == {0.35, 1.0}
+    on = {k for k, o in zip(df.key, frontier(df, ("accuracy", "size_bytes")), strict=True) if o}
+    families = [t for t in fig.data if t.legendgroup in set(df.family)]
+    for t in families:
+        if t.showlegend is False:  # points: opaque and outlined on the frontier, else faded
+            want = (1.5, None) if set(keys_of(t)) <= on else (0, FADED)
+            assert (t.marker.line.width, t.marker.opacity) == want, t.name
+            assert set(keys_of(t)) <= on or not set(keys_of(t)) & on
+        else:  # the legend entry: never faded
+            assert t.marker.opacity is None and list(t.x) == [None]
     star = trace(fig, "baseline")
-    assert star.marker.symbol == "star" and star.customdata[0][0] == "k0"
+    assert star.marker.symbol == "star" and keys_of(star) == ["k0"]
 
 
 def test_budget_recommendation_selection_and_flags() -> None:
@@ -114,12 +184,12 @@ def test_budget_recommendation_selection_and_flags() -> None:
     shapes = {s.name: s for s in fig.layout.shapes}
     assert shapes["budget"].x0 == 5e6 and shapes["budget"].line.dash == "dash"
     assert shapes["over budget"].x0 == 5e6
-    assert [r[0] for r in trace(fig, "recommended").customdata] == [rec.key]
-    assert sorted(r[0] for r in trace(fig, "selected").customdata) == ["k5", "k7"]
+    assert keys_of(trace(fig, "recommended")) == [rec.key]
+    assert sorted(keys_of(trace(fig, "selected"))) == ["k5", "k7"]
     base = df.iloc[0]
-    flagged = {r[0] for r in trace(fig, "slower / not smaller than baseline").customdata}
-    slower = set(df.key[(df.latency_p50_ms > base.latency_p50_ms) & ~df.is_baseline])
-    assert flagged == slower
+    flagged = set(keys_of(trace(fig, "slower / not smaller than baseline")))
+    slower = df.latency_p50_ms > base.latency_p50_ms * 1.05  # cv 1 %: the 5 % tolerance
+    assert flagged == set(df.key[slower & ~df.is_baseline]) and flagged
 
 
 def test_closest_is_ringed_when_nothing_qualifies() -> None:
@@ -127,7 +197,7 @@ def test_closest_is_ringed_when_nothing_qualifies() -> None:
     rec = recommend(df, Constraints(floor=0.999))
     fig = tradeoff_figure(df, rec=rec)
     ring = trace(fig, "closest (misses the target)")
-    assert ring.customdata[0][0] == rec.closest_key
+    assert keys_of(ring) == [rec.closest_key]
 
 
 @pytest.mark.parametrize("x", ["size_bytes", "latency_p50_ms"])
@@ -137,7 +207,7 @@ def test_degenerate_inputs_do_not_crash(x: str) -> None:
     as_json(tradeoff_figure(empty, x=x, rec=rec))
     as_json(tradeoff_figure(pd.DataFrame(), x=x))
     single = tradeoff_figure(rows(1), x=x, rec=recommend(rows(1), Constraints(floor=0.5)))
-    assert trace(single, "recommended").customdata[0][0] == "k0"
+    assert keys_of(trace(single, "recommended")) == ["k0"]
     no_base = tradeoff_figure(rows(baseline=False), x=x)
     assert all(t.marker.symbol != "star" for t in no_base.data if t.mode == "markers")
     as_json(no_base)
@@ -156,6 +226,9 @@ def test_profile_figure() -> None:
     assert [t.orientation for t in fig.data] == ["h"] * 3
     assert fig.data[0].x[2] == pytest.approx(401_536 / (320 + 18_496 + 401_536))
     assert len(profile_figure(layers.assign(latency_share=np.nan)).data) == 2
+    assert list(fig.data[0].y) == ["conv1", "conv2", "fc1"]
+    typed = profile_figure(layers.assign(layer=["0", "2", "9"], type=["Conv2d"] * 2 + ["Linear"]))
+    assert list(typed.data[0].y) == ["0 Conv2d", "2 Conv2d", "9 Linear"]  # not bare indices
     as_json(profile_figure(layers.iloc[:0]))
     with pytest.raises(ValueError, match="layer"):
         profile_figure(layers.drop(columns="layer"))
@@ -180,11 +253,76 @@ def test_formatters_are_reexported() -> None:
 def test_hover_notes_flag_baseline_regressions_and_budgets() -> None:
     df = rows(40)
     rec = recommend(df, Constraints(floor=0.9, max_latency_ms=5.0))
-    fig = tradeoff_figure(df, rec=rec)
-    text = {r[0]: r[1] for t in fig.data if t.hovertemplate for r in t.customdata}
+    text = hover(tradeoff_figure(df, rec=rec))
     base = df.iloc[0]
     for _, row in df.iloc[1:].iterrows():
         assert ("slower than the baseline" in text[row.key]) == (
-            row.latency_p50_ms > base.latency_p50_ms
+            row.latency_p50_ms > base.latency_p50_ms * 1.05
         )
         assert ("over the latency budget" in text[row.key]) == (row.latency_p50_ms > 5.0)
+
+
+def test_slower_only_beyond_timing_noise() -> None:
+    base = dict(key="b", family="baseline", is_baseline=True, size_bytes=1000)
+    df = pd.DataFrame(
+        [
+            base | dict(latency_p50_ms=10.0, latency_cv=0.02),
+            dict(key="a", is_baseline=False, size_bytes=900, latency_p50_ms=10.4, latency_cv=0.01),
+            dict(key="c", is_baseline=False, size_bytes=900, latency_p50_ms=10.6, latency_cv=0.01),
+            dict(
+                key="d", is_baseline=False, size_bytes=1000, latency_p50_ms=12.9, latency_cv=0.15
+            ),
+            dict(key="e", is_baseline=False, size_bytes=900, latency_p50_ms=13.1, latency_cv=0.15),
+            dict(key="f", is_baseline=False, size_bytes=900, latency_p50_ms=10.6, latency_cv=None),
+        ]
+    )
+    slower, not_smaller = regressions(df)
+    # a: +4 % < 5 %; c: +6 % > 5 %; d, e: the row's CV 15 % -> 30 % (+29 %, +31 %); f: no CV
+    assert slower.tolist() == [False, False, True, False, True, True]
+    assert not_smaller.tolist() == [False, False, False, True, False, False]
+    assert not regressions(df.assign(is_baseline=False))[0].any()  # no baseline, no flags
+    noisy_base = df.assign(latency_cv=[0.2, 0, 0, 0, 0, 0])  # the baseline's CV counts too
+    assert not regressions(noisy_base)[0].any()
+
+
+def test_accuracy_axis_zooms_on_the_floor_and_counts_what_it_hides() -> None:
+    df = rows(12)
+    df.loc[6:, "accuracy"] = [0.3, 0.5, 0.6, 0.7, 0.8, 0.85]  # far below the decision region
+    base = float(df.accuracy[0])
+    rec = recommend(df, Constraints(floor=0.95))
+    fig = tradeoff_figure(df, rec=rec)
+    lo, hi = fig.layout.yaxis.range
+    assert lo == pytest.approx(min(0.95, base) - 0.05)
+    assert df.accuracy.max() < hi < df.accuracy.max() + 0.01
+    note = next(a for a in fig.layout.annotations if a.name == "hidden")
+    assert note.text == f"6 configs below {fmt_pct(lo)}: Autoscale (toolbar) shows all"
+    # the floor band reaches the lowest point: Autoscale shows them all
+    assert {s.name: s for s in fig.layout.shapes}["below floor"].y0 < 0.3
+    floor_lo = tradeoff_figure(df, rec=recommend(df, Constraints(floor=0.4)))
+    assert floor_lo.layout.yaxis.range[0] == pytest.approx(0.35)  # follows the floor down
+    assert "1 config below" in next(
+        a.text for a in floor_lo.layout.annotations if a.name == "hidden"
+    )
+    # nothing hidden: the axis covers every point, with no note
+    assert all(a.name != "hidden" for a in tradeoff_figure(rows(12), rec=rec).layout.annotations)
+    assert accuracy_range(np.array([0.99, 0.98]), np.nan, np.nan)[0] < 0.98
+    assert accuracy_range(np.array([]), np.nan, np.nan)[:2] == (0.0, 1.0)
+
+
+def test_ten_families_get_distinct_colours() -> None:
+    families = ["quantize", "int8", "prune", "structured", "distill", "lowrank"]
+    families += ["prune+quantize", "structured+quantize", "qat+quantize", "prune+int8"]
+    styles = family_styles(families + ["baseline"])
+    assert list(styles) == families[:3] + ["structured", "lowrank", "distill"] + sorted(
+        families[6:]
+    )
+    assert len({color for color, _ in styles.values()}) == 10
+    assert {s for f, (_, s) in styles.items() if "+" in f} == {"diamond"}
+    assert {s for f, (_, s) in styles.items() if "+" not in f} == {"circle"}
+    df = rows(40).assign(family=["baseline"] + [families[i % 10] for i in range(39)])
+    fig = tradeoff_figure(df)
+    traces = [t for t in fig.data if t.legendgroup in styles]
+    assert len({t.marker.color for t in traces}) == 10
+    assert trace(fig, "prune + quantize").marker.symbol == "diamond"
+    many = family_styles([f"f{i}" for i in range(14)])
+    assert len(set(many.values())) == 14  # colours repeat past 12, the shapes tell them apart

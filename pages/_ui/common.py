@@ -11,8 +11,11 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from optim import sweep, ui
+from optim import ui
 from optim.store import Store, db_url
+
+# No ``optim.sweep`` (torch, ~6 s to import) at module level: every page imports this module,
+# and Trade-offs must open fast on a fresh server. Only starting a run imports it.
 
 WIDGETS = (
     "run",
@@ -24,18 +27,19 @@ WIDGETS = (
     "present",
     "selected",
     "model",
+    "all_configs",  # the Trade-offs table's expander, open or not
 )
 LIVE = ("pending", "running")
 
 
 def _pid(run: dict) -> int | None:
-    pid = run.get("pid")  # Store.runs() gives floats, NaN for none
-    return int(pid) if pid is not None and pid == pid else None
+    pid = run.get("pid")  # None, NaN or <NA> for a run never launched
+    return None if pid is None or pd.isna(pid) else int(pid)
 
 
 def run_state(run: dict) -> str:
     """``sweep.state`` of a run record or of a ``Store.runs()`` row."""
-    return sweep.state({"status": run["status"], "pid": _pid(run)})
+    return ui.run_state(run)
 
 
 def is_live(run: dict) -> bool:
@@ -188,10 +192,12 @@ def current() -> Current | None:
         st.warning(f"Run #{run_id} does not exist any more (it may have been deleted).")
         return None
     ok, failed = ui.split_rows(store().results(int(run_id)))
-    return Current(run, sweep.state(run), ok, failed)
+    return Current(run, run_state(run), ok, failed)
 
 
 def _resume(run_id: int) -> None:
+    from optim import sweep
+
     try:
         sweep.launch(store(), run_id)
     except (OSError, ValueError) as e:
@@ -202,7 +208,7 @@ def status_banner(cur: Current) -> None:
     """What the run is doing, and Resume where it stopped before finishing."""
     done, total = ui.progress(cur.run, len(cur.ok) + len(cur.failed))
     where = f"{done} of {total} configs measured"
-    if cur.state == "pending" and not cur.run.get("pid"):
+    if cur.state == "not started":
         st.warning(
             f"Run #{cur.id} was created but never started: {where}.",
             icon=":material/pause_circle:",
@@ -250,7 +256,7 @@ def live_refresh(run_id: int, n_rows: int, state: str) -> None:
             run = store().run(run_id)
         except ValueError:
             return
-        if len(store().keys(run_id)) != n_rows or sweep.state(run) != state:
+        if len(store().keys(run_id)) != n_rows or run_state(run) != state:
             st.rerun(scope="app")
 
     watch()

@@ -8,13 +8,10 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 import streamlit as st
 
 from optim import charts, ui
 from optim import frontier as fr
-
-pio.defaults.mathjax = None  # kaleido must not reach for a CDN
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 COLUMNS = {
@@ -148,30 +145,47 @@ def restore_selection(ok: pd.DataFrame) -> list[str]:
     return ss["selected"]
 
 
-def _chart_selected(chart_key: str) -> None:
-    st.session_state["selected"] = ui.selection_keys(st.session_state.get(chart_key))
+def _chart_selected(chart_key: str, keys: tuple[str, ...]) -> None:
+    st.session_state["selected"] = ui.selection_keys(st.session_state.get(chart_key), keys)
 
 
-def tradeoff_chart(ok: pd.DataFrame, x: str, rec: fr.Recommendation, selected: list) -> None:
-    """One trade-off chart: click or box-select points to inspect them; PNG on demand."""
-    fig = charts.tradeoff_figure(ok, x, rec, selected)
-    fig.update_layout(height=460, legend=dict(orientation="h", y=-0.22, x=0))
-    key = f"chart_{x}"
-    st.plotly_chart(
-        fig,
-        key=key,
-        on_select=functools.partial(_chart_selected, key),
-        selection_mode=("points", "box"),
-        config={"displaylogo": False},
-    )
-    name = "accuracy-vs-size" if x == "size_bytes" else "accuracy-vs-latency"
-    png_button(fig, f"{name}.png", key=f"png_{x}")
+def tradeoff_charts(ok: pd.DataFrame, rec: fr.Recommendation, selected: list) -> None:
+    """Accuracy vs size | accuracy vs p50, side by side: click or box-select points to inspect
+    them; PNG on demand. Both figures are built together (they share the per-row work)."""
+    figures = charts.tradeoff_figures(ok, rec, selected)
+    for column, (x, fig) in zip(st.columns(2, gap="large"), figures.items(), strict=True):
+        fig.update_layout(height=fit_height(fig), legend=dict(orientation="h", y=-0.22, x=0))
+        key = f"chart_{x}"
+        column.plotly_chart(
+            fig,
+            key=key,
+            on_select=functools.partial(_chart_selected, key, tuple(ok["key"])),
+            selection_mode=("points", "box"),
+            config={"displaylogo": False},
+        )
+        name = "accuracy-vs-size" if x == "size_bytes" else "accuracy-vs-latency"
+        with column:
+            png_button(fig, f"{name}.png", key=f"png_{x}")
+
+
+def fit_height(fig: go.Figure, plot: int = 300, width: int = 480) -> int:
+    """A height that keeps ~``plot`` px for the plot area under a legend that wraps into rows
+    (ten families and the overlays take five or six rows in a half-width column)."""
+    rows, used = 1, 0
+    for t in fig.data:
+        if t.showlegend is not False and t.name:
+            entry = 45 + 6.5 * len(t.name)  # symbol + text at the 12 px legend font
+            rows, used = (rows + 1, entry) if used + entry > width else (rows, used + entry)
+    return plot + 125 + 28 * rows  # + title margin, ticks, axis title, legend title
 
 
 def png_button(fig: go.Figure, file_name: str, key: str) -> None:
     """Download the figure as a PNG; kaleido renders it only when clicked (~2 s)."""
 
     def render() -> bytes:
+        import plotly.io as pio
+
+        pio.defaults.mathjax = None  # kaleido must not reach for a CDN (imports kaleido: here)
         return fig.to_image(format="png", width=1200, height=650, scale=2)
 
     st.download_button(
@@ -223,6 +237,20 @@ def flag_summary(ok: pd.DataFrame) -> None:
             f"⚠ {' and '.join(p for p in parts if p)} (marked ✕ on the charts). Sub-8-bit "
             "weights and unstructured sparsity shrink the file but run on dense fp32 kernels."
         )
+
+
+def all_configs(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
+    """Every config in an expander that renders its table only once opened: the table widget's
+    code costs a cold Trade-offs page about a second in the browser (bench/bench_ui.py)."""
+    table = st.expander(
+        f"All {len(ok)} config{'s' * (len(ok) != 1)}: table and CSV",
+        key="all_configs",
+        on_change="rerun",
+        icon=":material/table:",
+    )
+    if table.open:
+        with table:
+            config_table(ok, rec, run_id)
 
 
 def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:

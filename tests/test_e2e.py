@@ -1,0 +1,312 @@
+"""The dashboard end to end: a real server, a real sweep, headless Chromium.
+
+One journey, as a user would take it: run a small digits_cnn sweep from the Sweep page, read
+the recommendation on Trade-offs, raise the floor with the keyboard, open the shared link in a
+fresh browser, download the packed artifact from Export. Full-page screenshots of every page
+land in ``test-artifacts/screenshots/`` (printed at the end of the run): look at them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from optim import frontier as fr
+from optim import ui
+from optim.store import Store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [  # as root, without the networking flags chromium floods the closed network
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 2400}  # tall: streamlit scrolls inside its own container
+APP = "[data-testid='stApp']"
+SWEEP_SECONDS = 150  # six configs on two busy cores take ~30-60 s
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
+        "never `playwright install`",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+class _ScreenshotReport:
+    """Prints where the screenshots are, at the end of the run (with or without ``-s``)."""
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        terminalreporter.write_sep("-", "dashboard screenshots")
+        terminalreporter.write_line(str(SHOTS))
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
+    """``streamlit run app.py`` on a free port with its own OPTIM_HOME and run store."""
+    home = tmp_path_factory.mktemp("e2e-home")
+    url, port = f"sqlite:///{home / 'runs.db'}", _free_port()
+    env = {**os.environ, "OPTIM_HOME": str(home), "OPTIM_DB_URL": url}
+    log = open(home / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
+    cmd += [f"--server.port={port}", "--server.address=127.0.0.1"]
+    cmd += ["--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"streamlit did not come up: {(home / 'streamlit.log').read_text()}"
+                )
+            time.sleep(0.25)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        if not request.config.pluginmanager.has_plugin("e2e-screenshots"):
+            request.config.pluginmanager.register(_ScreenshotReport(), "e2e-screenshots")
+        yield base, Store(url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        for pid in Store(url).runs()["pid"].dropna():  # a sweep worker this test started
+            try:
+                os.killpg(int(pid), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def settle(page, timeout: float = 60_000) -> None:
+    """Wait until the app is connected and its script has finished running."""
+    page.wait_for_timeout(150)
+    page.wait_for_selector(f"{APP}[data-test-connection-state='CONNECTED']", state="attached")
+    page.wait_for_selector(
+        f"{APP}[data-test-script-state='notRunning']", state="attached", timeout=timeout
+    )
+
+
+def healthy(page, name: str) -> None:
+    """No exception on the page, no fault caught by the page guard; then a screenshot."""
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0, name
+    assert page.get_by_text("Something went wrong").count() == 0, name
+
+
+def open_page(page, title: str) -> None:
+    page.locator("[data-testid='stSidebarNavLink']", has_text=title).click()
+    page.wait_for_selector(f"h1:has-text('{title}')")
+    settle(page)
+
+
+def charts_rendered(page) -> None:
+    """Both trade-off charts are on the page and plotly has drawn into them."""
+    charts = page.locator("[data-testid='stPlotlyChart']")
+    for i in range(2):
+        charts.nth(i).locator(".main-svg").first.wait_for(state="attached", timeout=30_000)
+    assert charts.count() == 2
+
+
+def headline(page) -> str:
+    """The recommendation card's text (the sentence, or why nothing qualifies, and figures)."""
+    return page.locator(".st-key-headline").inner_text().strip()
+
+
+def wait_for_text(page, selector: str, text: str) -> None:
+    page.wait_for_function(
+        "([sel, text]) => (document.querySelector(sel)?.innerText || '').includes(text)",
+        arg=[selector, text],
+    )
+
+
+def floor_shown(page) -> str:
+    return page.locator(".st-key-floor [data-testid='stSliderThumbValue']").inner_text()
+
+
+def move_floor(page, target: float) -> None:
+    """Move the floor slider to ``target`` with the keyboard, one rerun per key press (keys
+    pressed during a rerun can be lost); End first when the top is nearer."""
+    thumb = page.locator(".st-key-floor").get_by_role("slider")
+    thumb.focus()
+    if float(thumb.get_attribute("max")) - target < target - float(thumb.input_value()):
+        thumb.press("End")
+    for _ in range(200):
+        settle(page)
+        now = float(thumb.input_value())
+        if abs(now - target) < 5e-4:
+            page.wait_for_timeout(400)  # a rerun of an earlier key may still be on its way
+            settle(page)
+            if abs(float(thumb.input_value()) - target) < 5e-4:
+                return
+            continue
+        thumb.press("ArrowRight" if now < target else "ArrowLeft")
+    raise AssertionError(f"the floor slider did not reach {target}")
+
+
+# ------------------------------------------------------------------ the journey
+
+
+def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
+    base, store = server
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page = context.new_page()
+    page.goto(base)
+    settle(page)
+    assert page.get_by_text("No runs yet").count()  # an empty store, on Trade-offs
+    healthy(page, "01-tradeoffs-empty")
+
+    # Sweep: digits_cnn, bits 4, 8, 32 x sparsity 0, 50 % (the page's default grid)
+    open_page(page, "Sweep")
+    page.locator(".st-key-model button[aria-label='Open']").click()
+    page.get_by_role("option", name=re.compile(r"^digits_cnn")).click()
+    settle(page)
+    assert "digits_cnn" in page.locator(".st-key-model input").input_value()
+    grid = {"sweep_bits": ["4", "8 (int8)", "32 (fp32)"], "sweep_sparsity": ["0%", "50%"]}
+    for key, chosen in grid.items():
+        text = page.locator(f".st-key-{key}").inner_text()
+        assert all(c in text for c in chosen), (key, text)
+    assert page.locator("[data-testid='stMetricValue']").first.inner_text() == "6"
+    healthy(page, "02-sweep-grid")
+    page.get_by_role("button", name="Run sweep").click()
+    done = page.get_by_text(re.compile(r"6 of 6 configs — done"))
+    done.wait_for(timeout=SWEEP_SECONDS * 1000)
+    settle(page)
+    assert page.locator("[data-testid='stDataFrame']").count() >= 1  # the streamed rows
+    healthy(page, "03-sweep-done")
+
+    (run_id,) = store.runs()["id"]
+    rows = ui.split_rows(store.results(int(run_id)))[0]
+    assert len(rows) == 6
+
+    # Trade-offs: both charts, the recommendation at the default floor
+    open_page(page, "Trade-offs")
+    charts_rendered(page)
+    before, floor = headline(page), ui.default_floor(rows, relative=False)
+    first = fr.recommend(rows, fr.Constraints(floor))
+    assert floor_shown(page) == f"{100 * floor:.1f}%"
+    assert f"ship {rows.set_index('key').loc[first.key, 'label']}" in before
+    page.locator(".st-key-all_configs summary").click()  # the table renders once opened
+    page.locator(".st-key-all_configs [data-testid='stDataFrame']").wait_for()
+    settle(page)
+    healthy(page, "04-tradeoffs")
+
+    # raise the floor just past the recommended config's accuracy, with the keyboard
+    picked = float(rows.set_index("key").loc[first.key, "accuracy"])
+    target = round(math.floor(picked * 1000 + 1e-6) / 1000 + 0.001, 3)
+    move_floor(page, target)
+    assert floor_shown(page) == f"{100 * target:.1f}%"
+    rec = fr.recommend(rows, fr.Constraints(target))
+    label = rows.set_index("key").loc[rec.key, "label"] if rec.key else None
+    wait_for_text(page, ".st-key-headline", f"ship {label}" if label else "No config reaches")
+    page.wait_for_function("t => location.search.includes(t)", arg=f"floor={target:g}")
+    settle(page)
+    after = headline(page)
+    assert after != before and f"run={run_id}" in page.url
+    charts_rendered(page)
+
+    # box-select every point of the size chart: the picks land in "Inspect configs" and the URL
+    area = page.locator("[data-testid='stPlotlyChart']").first.locator("rect.nsewdrag").first
+    box = area.bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=8)
+    page.mouse.up()
+    every = ",".join(sorted(ui.short_id(k) for k in rows["key"]))
+    page.wait_for_function("() => location.search.includes('selected=')")
+    settle(page)
+    picked = re.search(r"selected=([^&]+)", page.url).group(1).replace("%2C", ",")
+    assert ",".join(sorted(picked.split(","))) == every
+    for label in rows.loc[~rows["is_baseline"], "label"]:
+        assert label in page.locator(".st-key-selected").inner_text()
+    healthy(page, "05-tradeoffs-floor-raised-selected")
+
+    # the shared link, in a browser that has never seen this session
+    shared = page.url
+    other = browser.new_context(viewport=VIEWPORT)
+    fresh = other.new_page()
+    fresh.goto(shared)
+    settle(fresh)
+    charts_rendered(fresh)
+    assert floor_shown(fresh) == f"{100 * target:.1f}%"
+    assert headline(fresh) == after
+    assert (
+        fresh.locator(".st-key-selected").inner_text()
+        == page.locator(".st-key-selected").inner_text()
+    )
+    healthy(fresh, "06-shared-link")
+    other.close()
+
+    # Export: the packed artifact of the recommended (or closest) config, byte for byte
+    open_page(page, "Export")
+    key = rec.key or rec.closest_key
+    row = rows.set_index("key").loc[key]
+    assert row["label"] in page.locator(".st-key-export_config input").input_value()
+    button = page.get_by_role("button", name="model.optim", exact=True)
+    with page.expect_download() as download:
+        button.click()
+    got = Path(download.value.path()).read_bytes()
+    assert got and got == (Path(row["artifact"]) / "model.optim").read_bytes()
+    assert download.value.suggested_filename == "model.optim"
+    settle(page)
+    healthy(page, "07-export")
+
+    # the other pages render too
+    open_page(page, "Compare runs")
+    charts = page.locator("[data-testid='stPlotlyChart']")
+    charts.nth(1).locator(".main-svg").first.wait_for(state="attached")
+    healthy(page, "08-compare")
+    open_page(page, "Models")
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for(timeout=60_000)
+    settle(page)
+    healthy(page, "09-models")
+    open_page(page, "Sensitivity")  # measures every layer of digits_cnn alone (~10 s)
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for(timeout=90_000)
+    settle(page, timeout=90_000)
+    healthy(page, "10-sensitivity")
+    context.close()
