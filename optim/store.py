@@ -205,3 +205,32 @@ def _sqlite_pragmas(conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is alive (a zombie child of this process counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def run_state(run: dict) -> str:
+    """A run's state: "not started" (created, never launched), "pending", "running", "done",
+    "failed", "cancelled", or "interrupted" (its process died without saying so).
+
+    Works on :meth:`Store.run` dicts and rows of :meth:`Store.runs` (pid may be ``<NA>``).
+    """
+    pid = run.get("pid")
+    pid = None if pid is None or pd.isna(pid) else int(pid)
+    if run["status"] == "pending" and pid is None:
+        return "not started"
+    if run["status"] in ("running", "pending") and pid is not None and not pid_alive(pid):
+        return "interrupted"
+    return str(run["status"])

@@ -25,7 +25,7 @@ from optim import measure
 from optim import plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
 from optim.sources import ModelSource, check, get_source, source_spec
-from optim.store import Store, home
+from optim.store import Store, home, pid_alive, run_state
 from optim.techniques import DynamicInt8, Int8, Prune, Quantize, StructuredPrune
 
 INT8_MODES = ("static", "dynamic", "weight")
@@ -377,7 +377,7 @@ def cancel(store: Store, run_id: int) -> None:
     import signal
 
     run = store.run(run_id)
-    if run["pid"] and _alive(run["pid"]):
+    if run["pid"] and pid_alive(run["pid"]):
         try:
             os.killpg(run["pid"], signal.SIGTERM)
         except ProcessLookupError:
@@ -385,29 +385,7 @@ def cancel(store: Store, run_id: int) -> None:
     store.set_status(run_id, "cancelled")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process counts as dead
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def state(run: dict) -> str:
-    """The run's status: "not started" (created, never launched), "pending", "running",
-    "done", "failed", "cancelled", or "interrupted" (its process died without saying so)."""
-    pid = run.get("pid")
-    pid = None if pid is None or pid != pid or str(pid) == "<NA>" else int(pid)
-    if run["status"] == "pending" and pid is None:
-        return "not started"
-    if run["status"] in ("running", "pending") and pid is not None and not _alive(pid):
-        return "interrupted"
-    return run["status"]
+state = run_state  # the run's state, e.g. "interrupted" (see optim.store.run_state)
 
 
 def estimate_seconds(store: Store, model: str, n_configs: int, jobs: int = 0) -> float:

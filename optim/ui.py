@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +18,7 @@ import pandas as pd
 
 from optim import frontier as fr
 from optim.charts import SLOWER_TOLERANCE, regressions, short_id
+from optim.store import run_state  # noqa: F401 - re-exported: torch-free, asked on every page
 
 PAGES = ("models", "sweep", "tradeoffs", "sensitivity", "compare", "export")  # app.py's url paths
 PREFER = {"size": "Smallest", "latency": "Fastest"}
@@ -117,30 +116,6 @@ def run_label(run: Mapping[str, Any], state: str | None = None) -> str:
     return f"#{run['id']} {run['model']} — {state or run['status']}, {n} row{'s' * (n != 1)}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process counts as dead
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def run_state(run: Mapping[str, Any]) -> str:
-    """The run's state as ``optim.sweep.state`` says it ("not started", "pending", "running",
-    "done", "failed", "cancelled" or "interrupted"), without importing the sweep machinery
-    (torch): the dashboard asks on every page. A test keeps the two in step."""
-    pid = run.get("pid")
-    pid = None if pid is None or pd.isna(pid) else int(pid)
-    if run["status"] == "pending" and pid is None:
-        return "not started"
-    if run["status"] in ("running", "pending") and pid is not None and not _alive(pid):
-        return "interrupted"
-    return str(run["status"])
 
 
 def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
