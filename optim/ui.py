@@ -116,8 +116,6 @@ def run_label(run: Mapping[str, Any], state: str | None = None) -> str:
     return f"#{run['id']} {run['model']} — {state or run['status']}, {n} row{'s' * (n != 1)}"
 
 
-
-
 def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(measured rows with float figures, failed rows) of ``Store.results()``.
 
@@ -140,8 +138,13 @@ def failed_table(failed: pd.DataFrame) -> pd.DataFrame:
 
 
 def progress(run: Mapping[str, Any], n_rows: int) -> tuple[int, int]:
-    """(rows stored, configs planned) of a run."""
-    return n_rows, max(len(run["spec"].get("plans", [])), n_rows)
+    """(rows stored, configs planned) of a run; a search plans its baseline plus its trials
+    (a trial that repeats a stored config adds no row, so a finished search may stop short)."""
+    spec = run["spec"]
+    planned = (
+        1 + spec["search"].get("trials", 0) if "search" in spec else len(spec.get("plans", []))
+    )
+    return n_rows, max(planned, n_rows)
 
 
 def fmt_duration(seconds: float) -> str:

@@ -21,6 +21,7 @@ plan_list = forms.grid_form()
 plan_list += forms.advanced_form()
 settings = forms.settings_form()
 forms.start_controls(model, plan_list, settings)
+forms.search_form(model, settings)
 
 st.subheader("Progress")
 if st.session_state.get("run") is None:

@@ -35,3 +35,27 @@ def test_sensitivity_page_renders_the_heatmap(tmp_path, monkeypatch):
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert spec["data"][0]["type"] == "heatmap"
     assert any("Most sensitive" in m.value for m in at.markdown)
+
+
+def test_sweep_page_starts_a_background_search(tmp_path, monkeypatch):
+    """The Sweep page's search form creates a search run and launches its worker."""
+    import time
+
+    from optim.store import Store
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    monkeypatch.setenv("OPTIM_DB_URL", url)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/sweep.py").run()
+    at.number_input(key="search_trials").set_value(4).run()
+    next(b for b in at.button if b.label == "Run search").click().run()
+    assert not at.exception
+    store = Store(url)
+    run = store.run(int(store.runs().iloc[0]["id"]))
+    assert run["spec"]["search"]["trials"] == 4
+    deadline = time.time() + 240
+    while time.time() < deadline and store.run(run["id"])["status"] in ("pending", "running"):
+        time.sleep(1)
+    assert store.run(run["id"])["status"] == "done", store.run(run["id"])["error"]
+    assert len(store.results(run["id"])) >= 2

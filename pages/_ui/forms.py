@@ -185,6 +185,41 @@ def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
     st.session_state.pop("floor", None)  # the new run gets its own default floor
 
 
+def _start_search(model: str, trials: int, seed: int, settings: sweep.Settings) -> None:
+    from optim.search import create_search
+
+    store = common.store()
+    try:
+        run_id = create_search(store, model, trials, seed, settings)
+        sweep.launch(store, run_id)  # `python -m optim sweep --resume` runs search runs too
+    except (OSError, ValueError) as e:
+        st.session_state["_flash"] = f"Could not start the search: {e}"
+        return
+    st.session_state["run"] = run_id
+    st.session_state.pop("floor", None)
+
+
+def search_form(model: str, settings: sweep.Settings) -> None:
+    """An NSGA-II search over per-layer bit-widths and sparsity, as an alternative to the grid."""
+    with st.expander("Or search: NSGA-II over per-layer bits and sparsity"):
+        st.caption(
+            "Optuna's NSGA-II proposes plans (per-layer bit-widths from sensitivity, a global "
+            "sparsity, int8 or weight-only); each trial is built and measured like a grid row. "
+            "It is steered by calibration-split accuracy; the test split is only reported."
+        )
+        trials_col, seed_col, go = st.columns([1, 1, 1.2], vertical_alignment="bottom")
+        trials = trials_col.number_input("Trials", 4, 500, 12, key="search_trials")
+        seed = seed_col.number_input("Seed", 0, 10_000, 0, key="search_seed")
+        go.button(
+            "Run search",
+            icon=":material/travel_explore:",
+            disabled=bool(live_runs()),
+            on_click=_start_search,
+            args=(model, int(trials), int(seed), settings),
+            width="stretch",
+        )
+
+
 def live_runs() -> list[int]:
     """Ids of the runs whose worker is measuring right now."""
     runs = common.store().runs()
