@@ -29,6 +29,7 @@ _EXPORTS = {
                          "StructuredPrune"],
     "optim.search": ["search", "hypervolume"],
     "optim.sensitivity": ["sensitivity"],
+    "optim.tune": ["tune"],
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -94,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
     sn.add_argument("--bits", type=_ints, default=[2, 3, 4, 8])
     sn.add_argument("--sparsity", type=_floats, default=[0.5, 0.75, 0.9])
     sn.add_argument("--out", type=Path, help="write the table as CSV")
+    tu = sub.add_parser("tune", help="Optuna over a plan's recovery training (lr, epochs, T)")
+    tu.add_argument("--model", required=True)
+    tu.add_argument("--plan", required=True, help="plan JSON with a FineTune/QAT/Distill step")
+    tu.add_argument("--trials", type=int, default=10)
+    tu.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
+    tu.add_argument("--seed", type=int, default=0)
+    tu.add_argument("--timeout", type=float)
     sub.add_parser("runs", help="list the stored runs")
     f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
     f.add_argument("run", type=int)
@@ -254,6 +261,19 @@ def _cmd_sensitivity(args, out) -> None:
         write_atomic(args.out, df.to_csv(index=False).encode())
 
 
+def _cmd_tune(args, out) -> None:
+    from optim.tune import tune
+
+    try:
+        plan = plans.from_json(json.loads(args.plan))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"`--plan` must be JSON, but got {args.plan[:60]!r} ({e.msg})") from None
+    res = tune(args.model, plan, args.trials, args.sampler, args.seed, args.timeout)
+    print(res.trials.to_string(index=False), file=out)
+    print(f"best (calib accuracy {res.accuracy:.2%}): {plans.label(res.plan)}", file=out)
+    print(json.dumps(plans.to_json(res.plan)), file=out)
+
+
 def _pareto_all(df: pd.DataFrame) -> list[bool]:
     flags = iter(pareto_flags(df))
     return [next(flags) if pd.notna(a) else False for a in df["accuracy"]]
@@ -394,7 +414,7 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-COMMANDS = {"build": _cmd_build, "search": _cmd_search, "sensitivity": _cmd_sensitivity, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
+COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "search": _cmd_search, "sensitivity": _cmd_sensitivity, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
             "frontier": _cmd_frontier, "export": _cmd_export}  # fmt: skip
 
 
