@@ -310,3 +310,17 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     settle(page, timeout=90_000)
     healthy(page, "10-sensitivity")
     context.close()
+
+
+def test_sensitivity_page_in_the_browser(server, browser):
+    """The Sensitivity heatmap renders in a real browser, with the most sensitive layers named."""
+    base, _ = server
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.goto(base)
+    settle(page)
+    open_page(page, "Sensitivity")
+    page.locator("[data-testid='stPlotlyChart'] .main-svg").first.wait_for(
+        state="attached", timeout=60_000
+    )
+    assert page.get_by_text("Most sensitive:").count() >= 1
+    healthy(page, "11-sensitivity")
