@@ -286,13 +286,17 @@ def execute(
         total, finished = len(spec["plans"]), len(done)
         base_dir = artifact_dir(store.url, run_id, plans.key(()))
         # the baseline runs here first: every other row's agreement is measured against it
-        base_row, base_pred = evaluate(source, (), base_dir, settings, None)
-        np.save(base_dir / "pred.npy", base_pred)
-        if plans.key(()) not in done:
-            store.add_result(run_id, base_row["key"], [], base_row)
-            finished += 1
-            if progress:
-                progress(finished, total, base_row)
+        pred_file = base_dir / "pred.npy"
+        if plans.key(()) in done and pred_file.is_file():  # a resume: reuse the stored baseline
+            base_pred = np.load(pred_file, allow_pickle=False)
+        else:
+            base_row, base_pred = evaluate(source, (), base_dir, settings, None)
+            np.save(pred_file, base_pred)
+            if plans.key(()) not in done:
+                store.add_result(run_id, base_row["key"], [], base_row)
+                finished += 1
+                if progress:
+                    progress(finished, total, base_row)
         todo = [p for p in todo if p]
         if todo:
             jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))

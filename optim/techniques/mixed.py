@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from optim.artifact import Graph, weight_initializers
 from optim.plan import Context, technique
-from optim.techniques.quantize import GRANULARITIES, _stored, quantize_array
+from optim.techniques.quantize import _stored, check_granularity, granularity_field, quantize_array
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,7 @@ class MixedQuantize:
         default=(),
         metadata={"help": "layer names, most sensitive first (optim.sensitivity.rank)"},
     )
-    granularity: str = field(
-        default="channel",
-        metadata={
-            "help": "one scale per output channel, or one per tensor",
-            "choices": GRANULARITIES,
-        },
-    )
+    granularity: str = granularity_field()
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists and a mapping is accepted: store one canonical form
@@ -86,10 +80,7 @@ class MixedQuantize:
             )
         if len(set(self.sensitivity)) != len(self.sensitivity):
             raise ValueError("each layer must appear once in `sensitivity`, but got duplicates")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"`granularity` must be one of {GRANULARITIES}, but got {self.granularity!r}"
-            )
+        check_granularity(self.granularity)
 
     def layer_bits(self, layers: list[str]) -> dict[str, int]:
         """The bit-width of each of ``layers``: explicit ``bits``, else 8 for the ``keep_8bit``

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from optim.plan import Context, technique
-from optim.techniques.quantize import GRANULARITIES
+from optim.techniques.quantize import check_granularity, granularity_field
 from optim.train import fit
 
 
@@ -42,13 +42,7 @@ class QAT:
     lr: float = field(
         default=5e-4, metadata={"help": "peak learning rate (cosine decay)", "range": (1e-5, 1e-2)}
     )
-    granularity: str = field(
-        default="channel",
-        metadata={
-            "help": "one scale per output channel, or one per tensor",
-            "choices": GRANULARITIES,
-        },
-    )
+    granularity: str = granularity_field()
 
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
@@ -57,10 +51,7 @@ class QAT:
             raise ValueError(f"`epochs >= 1` must hold, but got epochs={self.epochs}")
         if not self.lr > 0:
             raise ValueError(f"`lr > 0` must hold, but got lr={self.lr}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"`granularity` must be one of {GRANULARITIES}, but got {self.granularity!r}"
-            )
+        check_granularity(self.granularity)
 
     @property
     def label(self) -> str:

@@ -18,6 +18,22 @@ from optim.plan import Context, technique
 GRANULARITIES = ("channel", "tensor")
 
 
+def granularity_field():  # noqa: ANN201 - a dataclasses.field
+    """The ``granularity`` field of every config that rounds weights (one definition)."""
+    return field(
+        default="channel",
+        metadata={
+            "help": "one scale per output channel, or one per tensor",
+            "choices": GRANULARITIES,
+        },
+    )
+
+
+def check_granularity(value: str) -> None:
+    if value not in GRANULARITIES:
+        raise ValueError(f"`granularity` must be one of {GRANULARITIES}, but got {value!r}")
+
+
 @dataclass(frozen=True)
 class Quantize:
     """Store weights with ``bits`` bits (2-8 integer codes, or 16 for float16)."""
@@ -25,13 +41,7 @@ class Quantize:
     bits: int = field(
         default=4, metadata={"help": "bits per weight (16 = float16)", "range": (2, 16)}
     )
-    granularity: str = field(
-        default="channel",
-        metadata={
-            "help": "one scale per output channel, or one per tensor",
-            "choices": GRANULARITIES,
-        },
-    )
+    granularity: str = granularity_field()
     symmetric: bool = field(
         default=True, metadata={"help": "zero point fixed at 0 (else fitted to min/max)"}
     )
@@ -39,10 +49,7 @@ class Quantize:
     def __post_init__(self) -> None:
         if not (2 <= self.bits <= 8 or self.bits == 16):
             raise ValueError(f"`2 <= bits <= 8 or bits == 16` must hold, but got bits={self.bits}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"`granularity` must be one of {GRANULARITIES}, but got {self.granularity!r}"
-            )
+        check_granularity(self.granularity)
 
     @property
     def label(self) -> str:
