@@ -16,7 +16,9 @@ from optim.sources import sample_names, sample_source  # noqa: E402
 
 
 def _si(n: float) -> str:
-    return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+    return (
+        f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+    )
 
 
 def main() -> None:

@@ -89,7 +89,9 @@ def main() -> None:
                      "acc": pick["accuracy"], "bytes": int(pick["size_bytes"]),
                      "x smaller vs fp32 .onnx": base["onnx_bytes"] / pick["size_bytes"],
                      "failed configs": failed, "wall s": secs})  # fmt: skip
-    print("\n(a) smallest artifact within 99 % of baseline, with recovery training (target >= 25x)")
+    print(
+        "\n(a) smallest artifact within 99 % of baseline, with recovery training (target >= 25x)"
+    )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if not args.skip_b:
         base, pick, secs, failed = best("resnet18", fast_plans(), "latency")

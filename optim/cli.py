@@ -76,6 +76,10 @@ def parser() -> argparse.ArgumentParser:
         "--int8", default="static", choices=sw.INT8_MODES, help="how 8-bit configs execute"
     )
     s.add_argument("--asymmetric", action="store_true")
+    s.add_argument(
+        "--distill", type=_floats, default=[], metavar="WIDTHS",
+        help="also distill students of these widths (e.g. 0.5,0.25) and sweep each like the model",
+    )  # fmt: skip
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--jobs", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)
@@ -193,8 +197,9 @@ def _cmd_sweep(args, out) -> None:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
         grans = [g.strip() for g in args.granularity.split(",") if g.strip()]
         grid = sw.grid(
-            args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric
-        )
+            args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric,
+            students=args.distill,
+        )  # fmt: skip
         settings = sw.Settings(
             threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress
         )

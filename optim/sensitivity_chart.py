@@ -24,9 +24,13 @@ def sensitivity_figure(df: pd.DataFrame) -> go.Figure:
                                         "Share of the model"))  # fmt: skip
     if not len(df):
         return fig
-    df = df.assign(col=[setting_label(k, s) for k, s in zip(df["kind"], df["setting"], strict=True)])
+    df = df.assign(
+        col=[setting_label(k, s) for k, s in zip(df["kind"], df["setting"], strict=True)]
+    )
     layers = list(dict.fromkeys(df["layer"]))
-    cols = list(dict.fromkeys(df.sort_values(["kind", "setting"], ascending=[False, False])["col"]))
+    cols = list(
+        dict.fromkeys(df.sort_values(["kind", "setting"], ascending=[False, False])["col"])
+    )
     grid = df.pivot_table(index="layer", columns="col", values="accuracy_drop").loc[layers, cols]
     z = grid.to_numpy() * 100
     fig.add_trace(go.Heatmap(

@@ -9,6 +9,7 @@ run computes only the configs whose rows are missing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -26,7 +27,7 @@ from optim import plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
 from optim.sources import ModelSource, check, get_source, source_spec
 from optim.store import Store, home, pid_alive, run_state
-from optim.techniques import DynamicInt8, Int8, Prune, Quantize, StructuredPrune
+from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
 
 INT8_MODES = ("static", "dynamic", "weight")
 
@@ -55,8 +56,13 @@ def grid(
     granularity: Sequence[str] = ("channel",),
     int8: str = "static",
     symmetric: bool = True,
+    students: Sequence[float] = (),
 ) -> list[tuple]:
-    """The cross product bits x sparsity x granularity as plans (prune first, then quantize).
+    """The cross product model x sparsity x bits x granularity as plans (prune, then quantize).
+
+    The model axis is the source itself plus, for each width in ``students``, a student of that
+    width distilled from it (:class:`~optim.techniques.Distill`): every student is pruned and
+    quantized like the original, so distill -> quantize competes on the same frontier.
 
     ``bits`` 32 is fp32 (no quantization), 16 float16 storage, 8 int8 executed by ONNX Runtime
     (``int8="static"``: calibrated QDQ; ``"dynamic"``: dynamic int8 Linear; ``"weight"``:
@@ -72,23 +78,27 @@ def grid(
     for s in sparsity:
         if not 0 <= s < 1:
             raise ValueError(f"`0 <= sparsity < 1` must hold, but got sparsity={s}")
+    for w in students:
+        if not 0 < w < 1:
+            raise ValueError(f"`0 < student width < 1` must hold, but got width={w}")
     if int8 not in INT8_MODES:
         raise ValueError(f"`int8` must be one of {INT8_MODES}, but got int8={int8!r}")
     out: dict[str, tuple] = {}
-    for s in sparsity:
-        prune = () if s == 0 else ((StructuredPrune(s),) if structured else (Prune(s),))
-        for b in bits:
-            for g in granularity:
-                if b == 32:
-                    q: tuple = ()
-                elif b == 8 and int8 == "static":
-                    q = (Int8(granularity=g),)
-                elif b == 8 and int8 == "dynamic":
-                    q = (DynamicInt8(),)
-                else:
-                    q = (Quantize(bits=b, granularity=g, symmetric=symmetric),)
-                p = prune + q
-                out.setdefault(plans.key(p), p)
+    for start in [(), *((Distill(w),) for w in students)]:
+        for s in sparsity:
+            prune = () if s == 0 else ((StructuredPrune(s),) if structured else (Prune(s),))
+            for b in bits:
+                for g in granularity:
+                    if b == 32:
+                        q: tuple = ()
+                    elif b == 8 and int8 == "static":
+                        q = (Int8(granularity=g),)
+                    elif b == 8 and int8 == "dynamic":
+                        q = (DynamicInt8(),)
+                    else:
+                        q = (Quantize(bits=b, granularity=g, symmetric=symmetric),)
+                    p = start + prune + q
+                    out.setdefault(plans.key(p), p)
     if not out:
         raise ValueError("the grid is empty: give at least one bit-width and one sparsity")
     return list(out.values())
@@ -105,8 +115,31 @@ def _torch_graph(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     if (spec, torch_key) not in _GRAPHS:
         if len(_GRAPHS) >= 8:
             _GRAPHS.pop(next(iter(_GRAPHS)))
-        _GRAPHS[spec, torch_key] = _export(spec, torch_key)
+        _GRAPHS[spec, torch_key] = _shared_export(spec, torch_key, _WORKER.get("cache"))
     return _GRAPHS[spec, torch_key]
+
+
+def _shared_export(spec: str, torch_key: str, cache: Path | None) -> tuple[Graph, float | None]:
+    """:func:`_export`, once per run: the first worker that needs a torch-stage prefix (a
+    distilled student, a pruned and fine-tuned model) builds it under a file lock and writes its
+    ONNX to ``cache``; the other workers, and a resumed run, load it instead of training again."""
+    if cache is None or torch_key == plans.key(()):
+        return _export(spec, torch_key)
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = cache / hashlib.sha1(torch_key.encode()).hexdigest()[:12]
+    onnx_file, flops_file = stem.with_suffix(".onnx"), stem.with_suffix(".flops.json")
+    with open(stem.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if onnx_file.is_file():
+            return Graph(onnx.load(onnx_file), {}), json.loads(flops_file.read_text())
+        graph, flops = _export(spec, torch_key)
+        flops_file.write_text(json.dumps(flops))
+        tmp = stem.with_suffix(".onnx.tmp")
+        onnx.save(graph.model, tmp)
+        os.replace(tmp, onnx_file)  # complete or absent, never half-written
+        return graph, flops
 
 
 def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
@@ -209,14 +242,16 @@ class _nolock:
 _WORKER: dict = {}
 
 
-def _init_worker(spec: str, settings: Settings, baseline_pred, lock, base: tuple) -> None:
-    import onnx
+def _init_worker(
+    spec: str, settings: Settings, baseline_pred, lock, base: tuple, cache: str
+) -> None:
     import torch
 
     torch.set_num_threads(1)
     # the parent exported the baseline already: reuse it instead of exporting again
     _GRAPHS[spec, plans.key(())] = (Graph(onnx.load_from_string(base[0]), {}), base[1])
-    _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred, lock=lock)
+    _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred, lock=lock,
+                   cache=Path(cache))  # fmt: skip
 
 
 def _work(plan_json: list, out_dir: str) -> tuple[str, list, dict]:
@@ -271,6 +306,16 @@ def create(
     return store.create_run(source.name, spec, env)
 
 
+def _interleave(plan_jsons: list[list]) -> list[list]:
+    """Plans ordered round-robin over their torch-stage prefixes, so that parallel workers start
+    by building different prefixes (two students train at once) rather than wait on one."""
+    groups: dict[str, list] = {}
+    for p in plan_jsons:
+        groups.setdefault(plans.key(plans.split(plans.from_json(p))[0]), []).append(p)
+    rounds = itertools.zip_longest(*groups.values())
+    return [p for batch in rounds for p in batch if p is not None]
+
+
 def execute(
     store: Store, run_id: int, progress: Callable[[int, int, dict], None] | None = None
 ) -> None:
@@ -297,7 +342,7 @@ def execute(
                 finished += 1
                 if progress:
                     progress(finished, total, base_row)
-        todo = [p for p in todo if p]
+        todo = _interleave([p for p in todo if p])
         if todo:
             jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))
             # forkserver: workers fork from a clean process that imported torch once (fork from
@@ -310,7 +355,14 @@ def execute(
                 max_workers=jobs,
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(spec["model"], settings, base_pred, ctx.Lock(), base),
+                initargs=(
+                    spec["model"],
+                    settings,
+                    base_pred,
+                    ctx.Lock(),
+                    base,
+                    str(run_dir(store.url, run_id) / "torch-cache"),
+                ),  # fmt: skip
             ) as pool:
                 futures = [
                     pool.submit(

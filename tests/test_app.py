@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,33 @@ def test_sweep_page_counts_configs_then_starts_and_cancels_a_background_run(stor
     assert at.session_state["run"] == new
     at.button(key=f"cancel-{new}").click().run()
     assert store.run(int(new))["status"] == "cancelled"
+    store.delete_run(int(new))
+
+
+@pytest.mark.slow
+def test_a_distillation_sweep_started_from_the_sweep_page(store):
+    """Students are a grid axis: pick one, run, and its rows reach Trade-offs as their own
+    families (a distilled student, and that student quantized)."""
+    at = healthy(app(page="sweep", model="digits_cnn"))
+    at.multiselect(key="sweep_bits").set_value([4, 32])
+    at.multiselect(key="sweep_sparsity").set_value([0.0])
+    at.multiselect(key="sweep_students").set_value([0.5]).run()
+    assert at.metric[0].value == "4"  # (model, student) x (int4, fp32)
+    before = set(store.runs()["id"])
+    at.button[[b.label for b in at.button].index("Run sweep")].click().run()
+    (new,) = set(store.runs()["id"]) - before
+    deadline = time.monotonic() + 240
+    while sw.state(store.run(int(new))) not in ("done", "failed", "interrupted"):
+        assert time.monotonic() < deadline, "the distillation sweep did not finish"
+        time.sleep(0.5)
+    df = store.results(int(new))
+    assert sw.state(store.run(int(new))) == "done" and df["accuracy"].notna().all()
+    assert "distill 50% width + int4 w/channel" in set(df["label"])
+    healthy(at.run())
+    assert "4 of 4 configs — done" in at.get("progress")[0].proto.text
+    at.switch_page("pages/tradeoffs.py").run()
+    names = {t.get("name") for t in figure(healthy(at))["data"]}
+    assert {"distill", "distill + quantize", "quantize"} <= names
     store.delete_run(int(new))
 
 

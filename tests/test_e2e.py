@@ -324,3 +324,42 @@ def test_sensitivity_page_in_the_browser(server, browser):
     )
     assert page.get_by_text("Most sensitive:").count() >= 1
     healthy(page, "11-sensitivity")
+
+
+def test_a_distillation_sweep_in_the_browser(server, browser):
+    """Pick a distilled student on the Sweep page, run it, and find the students on Trade-offs
+    as families of their own, next to the quantized originals."""
+    base, store = server
+    before = set(store.runs()["id"])
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.goto(base)
+    settle(page)
+    open_page(page, "Sweep")
+    page.locator(".st-key-model button[aria-label='Open']").click()
+    page.get_by_role("option", name=re.compile(r"^digits_cnn")).click()
+    settle(page)
+    # a small grid: int4 and fp32, no pruning, for the model and a half-width student
+    for key, tag in (("sweep_bits", "8 (int8)"), ("sweep_sparsity", "50%")):
+        page.locator(f".st-key-{key}").get_by_role("button", name=f"Remove {tag}").click()
+        settle(page)
+    page.locator(".st-key-sweep_students input").click()
+    page.get_by_role("option", name="50% width").click()
+    page.keyboard.press("Escape")
+    settle(page)
+    assert "50% width" in page.locator(".st-key-sweep_students").inner_text()
+    assert page.locator("[data-testid='stMetricValue']").first.inner_text() == "4"
+    healthy(page, "12-distill-sweep-grid")
+    page.get_by_role("button", name="Run sweep").click()
+    page.get_by_text(re.compile(r"4 of 4 configs — done")).wait_for(timeout=SWEEP_SECONDS * 1000)
+    settle(page)
+    assert page.get_by_text("distill 50% width + int4 w/channel").count() >= 1
+    healthy(page, "13-distill-sweep-done")
+    (new,) = set(store.runs()["id"]) - before
+    assert len(store.results(int(new))) == 4
+
+    open_page(page, "Trade-offs")
+    charts_rendered(page)
+    legend = page.locator("[data-testid='stPlotlyChart']").first.locator(".legendtext")
+    names = set(legend.all_text_contents())
+    assert {"distill", "distill + quantize", "quantize"} <= names, names
+    healthy(page, "14-distill-tradeoffs")

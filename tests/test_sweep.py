@@ -14,8 +14,8 @@ import pytest
 
 from optim import plan as plans
 from optim.store import Store
-from optim.sweep import Settings, create, execute, grid, sweep
-from optim.techniques import Int8, Prune, Quantize
+from optim.sweep import Settings, create, execute, grid, run_dir, sweep
+from optim.techniques import Distill, Int8, Prune, Quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Settings(min_seconds=0.02, jobs=1)
@@ -35,11 +35,35 @@ def test_grid_is_the_cross_product_with_prune_first():
         ({"sparsity": (1.0,)}, r"`0 <= sparsity < 1` must hold, but got sparsity=1.0"),
         ({"sparsity": (-0.1,)}, r"but got sparsity=-0.1"),
         ({"bits": ()}, r"the grid is empty"),
+        ({"students": (1.0,)}, r"`0 < student width < 1` must hold, but got width=1.0"),
     ],
 )
 def test_grid_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         grid(**kwargs)
+
+
+def test_grid_sweeps_each_distilled_student_like_the_model():
+    g = grid(bits=(4, 32), sparsity=(0.0, 0.5), students=(0.5, 0.25))
+    assert len(g) == 12  # (model, two students) x 2 sparsities x 2 bit-widths
+    for start in ((), (Distill(0.5),), (Distill(0.25),)):
+        assert (
+            start in g and start + (Quantize(4),) in g and start + (Prune(0.5), Quantize(4)) in g
+        )
+
+
+@pytest.mark.slow
+def test_parallel_workers_train_each_student_once(fresh_store):
+    """Two workers, one student shared by three plans: it is trained and exported once, into the
+    run's torch-stage cache, and every student row is built from that file."""
+    plan_list = [(Distill(0.5, epochs=3),) + q for q in ((), (Quantize(4),), (Int8(),))]
+    run_id = sweep("digits_cnn", plan_list, Settings(min_seconds=0.02, jobs=2), fresh_store)
+    df = fresh_store.results(run_id)
+    assert len(df) == 4 and df["accuracy"].notna().all()  # no failed config
+    (cached,) = (run_dir(fresh_store.url, run_id) / "torch-cache").glob("*.onnx")
+    student = df[df["label"] == "distill 50% width"].iloc[0]
+    assert (Path(student["artifact"]) / "model.onnx").read_bytes() == cached.read_bytes()
+    assert df.loc[~df["is_baseline"], "flops"].nunique() == 1  # the same student everywhere
 
 
 def test_small_sweep_end_to_end(fresh_store):

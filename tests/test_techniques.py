@@ -40,7 +40,9 @@ def test_symmetric_per_channel_quantization_hand_computed():
     # to even: 2), stored +4
     np.testing.assert_allclose(enc.scale.ravel(), [0.3, 2 / 3], rtol=1e-6)
     assert enc.codes.tolist() == [[7, 3, 4], [7, 6, 3]]
-    np.testing.assert_allclose(enc.dequantize(), [[0.9, -0.3, 0.0], [2.0, 4 / 3, -2 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(
+        enc.dequantize(), [[0.9, -0.3, 0.0], [2.0, 4 / 3, -2 / 3]], rtol=1e-6
+    )
 
 
 def test_asymmetric_per_tensor_quantization_hand_computed():

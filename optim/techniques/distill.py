@@ -1,8 +1,9 @@
 """Knowledge distillation: train a narrower student on the incoming model's soft targets.
 
 The incoming model is the teacher. The student is the source family's own architecture at a
-width multiplier (the sample CNN, MLP or ViT with fewer channels), or a small generic CNN / MLP
-over the same input for other families, trained from scratch on the ``train`` split with
+width multiplier (the sample CNN, MLP or ViT, ResNet-18's layout or MobileNetV3-Small with
+fewer channels), or a small generic CNN / MLP over the same input for other families (an
+uploaded ONNX file), trained from scratch on the ``train`` split with
 ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)`` and early stopping on a
 validation part of it (:func:`optim.train.fit`). ``alpha=0`` is the same student trained on the
 labels alone: the control that shows what the soft targets add.
@@ -115,6 +116,37 @@ def _vit(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
     return DigitsViT(dim=heads * _c(16, width), heads=heads, mlp_dim=_c(128, width))
 
 
+def _resnet(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """ResNet-18's layout (stem, 4 stages of 2 BasicBlocks, 64-128-256-512 channels) at ``width``."""
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    if len(shape) != 3:
+        return _generic(width, shape, classes)
+    c = [_c(64 * 2**i, width) for i in range(4)]
+    blocks, cin = [], c[0]
+    for i, cout in enumerate(c):
+        stride = 1 if i == 0 else 2
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+        blocks += [BasicBlock(cin, cout, stride, down), BasicBlock(cout, cout)]
+        cin = cout
+    return nn.Sequential(
+        nn.Conv2d(shape[0], c[0], 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(c[0]),
+        nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
+        *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[3], classes),
+    )  # fmt: skip
+
+
+def _mobilenet(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """torchvision's MobileNetV3-Small at ``width_mult=width`` (channels rounded to 8s)."""
+    import torchvision
+
+    if len(shape) != 3:
+        return _generic(width, shape, classes)
+    return torchvision.models.mobilenet_v3_small(num_classes=classes, width_mult=width)
+
+
 def _generic(width: float, shape: tuple[int, ...], classes: int) -> nn.Module:
     """A small CNN (16-32-64 channels, global pooling) for images; the MLP for anything else."""
     if len(shape) != 3:
@@ -132,6 +164,8 @@ STUDENTS: dict[str, Callable[[float, tuple[int, ...], int], nn.Module]] = {
     "cnn": _cnn,
     "mlp": _mlp,
     "transformer": _vit,
+    "resnet": _resnet,
+    "mobilenet": _mobilenet,
 }
 """Student builders by source family; any other family gets the generic CNN (or MLP)."""
 

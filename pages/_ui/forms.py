@@ -15,6 +15,7 @@ from pages._ui import common
 
 BITS = (2, 3, 4, 5, 6, 8, 16, 32)
 SPARSITY = (0.0, 0.25, 0.5, 0.75, 0.9)
+STUDENTS = (0.75, 0.5, 0.35, 0.25)  # widths; 0.35 is a MobileNet width_mult of its paper
 INT8_HELP = {
     "static": "calibrated int8 weights and activations (QDQ): really runs int8",
     "dynamic": "int8 MatMul/Gemm weights, activations quantized at run time",
@@ -27,8 +28,8 @@ def _bits_label(b: int) -> str:
 
 
 def grid_form() -> list[tuple]:
-    """The common bits × sparsity grid; returns its plans (empty, after a warning, if invalid)."""
-    bits_col, sparsity_col = st.columns(2)
+    """The model × bits × sparsity grid; returns its plans (empty, after a warning, if invalid)."""
+    bits_col, sparsity_col, students_col = st.columns(3)
     bits = bits_col.multiselect(
         "Weight bits",
         BITS,
@@ -44,6 +45,17 @@ def grid_form() -> list[tuple]:
         key="sweep_sparsity",
         format_func=lambda s: f"{s:.0%}",
         help="Fraction of weights (or channels) removed",
+    )
+    students = students_col.multiselect(
+        "Distilled students",
+        STUDENTS,
+        default=[],
+        key="sweep_students",
+        format_func=lambda w: f"{w:.0%} width",
+        placeholder="none: the model alone",
+        help="Also train narrower students of the model's own architecture on its soft targets "
+        "(knowledge distillation), then prune and quantize each like the model. Training a "
+        "student takes seconds for the 8x8 samples, minutes for the 64x64 CNNs.",
     )
     structured_col, scales_col, int8_col, symmetric_col = st.columns(4)
     structured = structured_col.toggle(
@@ -71,7 +83,9 @@ def grid_form() -> list[tuple]:
         help="Zero point fixed at 0 for sub-8-bit weights",
     )
     try:
-        return sweep.grid(sorted(bits), sorted(sparsity), structured, grans, mode, sym)
+        return sweep.grid(
+            sorted(bits), sorted(sparsity), structured, grans, mode, sym, sorted(students)[::-1]
+        )
     except ValueError as e:
         st.warning(str(e), icon=":material/warning:")
         return []
