@@ -50,6 +50,9 @@ class ModelSource:
     onnx_path: Path | None = None
     metric: str = "top1"
     family: str = ""
+    # max random translation (pixels) of the images the model was trained with; training steps
+    # (fine-tune, QAT, distillation) augment the same way. 0: no augmentation (uploaded models)
+    train_shift: int = 0
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +104,7 @@ def sample_source(name: str) -> ModelSource:
         build=functools.partial(sample_models.build, name),
         metric="top1",
         family=spec.family,
+        train_shift=spec.train.shift,
     )
 
 

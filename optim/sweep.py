@@ -444,14 +444,34 @@ def cancel(store: Store, run_id: int) -> None:
 state = run_state  # the run's state, e.g. "interrupted" (see optim.store.run_state)
 
 
-def estimate_seconds(store: Store, model: str, n_configs: int, jobs: int = 0) -> float:
-    """A rough wall time for ``n_configs`` configs: the mean per-config time of this model's
-    earlier runs (else 2 s), over the worker count, plus ~15 s of start-up and baseline."""
-    per = []
+TRAINING_GUESS_S = 60.0  # a training prefix this model has never run: a round guess
+
+
+def estimate_seconds(
+    store: Store, model: str, plan_list: Sequence[Sequence[object]], jobs: int = 0
+) -> float:
+    """A rough wall time for a run of ``plan_list`` (the baseline added), from this model's
+    earlier runs: each config costs the mean time of earlier rows without training (else 2 s);
+    each distinct torch-stage prefix (a distilled student, a fine-tuned pruned model) is built
+    once and costs what the slowest earlier row with that prefix took (else 60 s). Spread over
+    the workers, plus ~15 s of start-up and baseline."""
+    prefixes = {plans.key(plans.split(p)[0]) for p in plan_list} - {plans.key(())}
+    n = len({plans.key(()), *(plans.key(p) for p in plan_list)})
+    plain, trained = [], {}
     runs = store.runs()
     for run_id in runs.loc[runs["model"] == model, "id"].head(5):
         df = store.results(int(run_id))
-        per += [s for s in df.get("seconds", []) if s == s and s is not None]
-    mean = float(np.mean(per)) if per else 2.0
-    workers = jobs or min(os.cpu_count() or 1, max(n_configs, 1))
-    return 15.0 + mean * n_configs / workers
+        if "seconds" not in df:
+            continue
+        for plan_json, sec in zip(df["plan"], df["seconds"], strict=True):
+            if sec != sec or sec is None:
+                continue
+            prefix = plans.key(plans.split(plans.from_json(plan_json))[0])
+            if prefix == plans.key(()):
+                plain.append(sec)
+            else:
+                trained[prefix] = max(trained.get(prefix, 0.0), sec)
+    per = float(np.mean(plain)) if plain else 2.0
+    training = sum(trained.get(k, TRAINING_GUESS_S) for k in prefixes)
+    workers = jobs or min(os.cpu_count() or 1, n)
+    return 15.0 + (per * n + training) / workers

@@ -78,6 +78,40 @@ def seeded(seed: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image of ``x`` (N, C, H, W) by up to ``max_shift`` pixels, zero-filled."""
+    if max_shift <= 0:
+        return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=gen).tolist()
+    return torch.stack(
+        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]
+    )
+
+
+@torch.no_grad()
+def recalibrate_bn_(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Recompute every BatchNorm's running statistics as exact averages over ``x``, in place.
+
+    Running averages lag far behind the weights in a few hundred steps (MobileNetV3's momentum
+    is 0.01), so a model validated on them looks untrained; exact statistics fix that."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training, momenta = model.training, [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: every batch weighs the same
+        bn.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i : i + batch_size])
+    for bn, momentum in zip(bns, momenta, strict=True):
+        bn.momentum = momentum
+    model.train(was_training)
+
+
 @torch.no_grad()
 def logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """``model``'s outputs for every row of ``x``, in eval mode and in batches."""
@@ -102,7 +136,9 @@ def fit(
 
     The state kept is the one with the best validation accuracy (ties: lower validation loss),
     the starting weights included, so a fine-tune never ends worse on validation than it began.
-    BatchNorm and dropout run in train mode while fitting, eval mode when validating.
+    Images are randomly shifted as the source's model was trained (``source.train_shift``).
+    BatchNorm and dropout run in train mode while fitting, eval mode when validating, with
+    BatchNorm statistics recomputed exactly on the fit part before every validation.
 
     Args:
         model: the model to train; it is not modified.
@@ -132,10 +168,12 @@ def fit(
     with seeded(seed):
         x, y = torch.tensor(fit_part.x), torch.tensor(fit_part.y)
         vx, vy = torch.tensor(val.x), torch.tensor(val.y)
+        shift = source.train_shift if x.dim() == 4 else 0  # images (N, C, H, W) only
         t_fit = t_val = None
-        if teacher is not None:  # the teacher is fixed: its logits are computed once
+        if teacher is not None:
             teacher = copy.deepcopy(teacher)
-            t_fit, t_val = logits(teacher, x), logits(teacher, vx)
+            t_val = logits(teacher, vx)
+            t_fit = None if shift else logits(teacher, x)  # else per batch, on the shifted view
 
         def objective(
             out: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None
@@ -145,6 +183,7 @@ def fit(
             return (loss_fn or F.cross_entropy)(out, yb)
 
         def score() -> tuple[float, float]:  # higher is better
+            recalibrate_bn_(model, x)  # validate on exact BatchNorm statistics, kept if best
             out = logits(model, vx)
             return float((out.argmax(1) == vy).float().mean()), -float(objective(out, vy, t_val))
 
@@ -157,7 +196,11 @@ def fit(
         for _ in range(epochs):
             model.train()
             for idx in torch.randperm(len(x), generator=gen).split(BATCH_SIZE):
-                loss = objective(model(x[idx]), y[idx], None if t_fit is None else t_fit[idx])
+                xb = random_shift(x[idx], shift, gen)  # the source's own augmentation
+                tb = None
+                if teacher is not None:  # the teacher sees the same view as the student
+                    tb = logits(teacher, xb) if shift else t_fit[idx]
+                loss = objective(model(xb), y[idx], tb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import sample_models
 from optim.sources import Split
+from optim.train import random_shift
 from sample_models import SAMPLES, TrainConfig
 from sample_models.models import Standardize
 
@@ -48,18 +49,6 @@ def deterministic(seed: int = SEED) -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
         torch.set_rng_state(rng)
-
-
-def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image of ``x`` (N, C, H, W) by up to ``max_shift`` pixels, zero-filled."""
-    if max_shift <= 0:
-        return x
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (max_shift,) * 4)
-    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=gen).tolist()
-    return torch.stack(
-        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)]
-    )
 
 
 @torch.no_grad()

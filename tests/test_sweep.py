@@ -14,7 +14,16 @@ import pytest
 
 from optim import plan as plans
 from optim.store import Store
-from optim.sweep import Settings, create, execute, grid, run_dir, sweep
+from optim.sweep import (
+    TRAINING_GUESS_S,
+    Settings,
+    create,
+    estimate_seconds,
+    execute,
+    grid,
+    run_dir,
+    sweep,
+)
 from optim.techniques import Distill, Int8, Prune, Quantize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +73,17 @@ def test_parallel_workers_train_each_student_once(fresh_store):
     student = df[df["label"] == "distill 50% width"].iloc[0]
     assert (Path(student["artifact"]) / "model.onnx").read_bytes() == cached.read_bytes()
     assert df.loc[~df["is_baseline"], "flops"].nunique() == 1  # the same student everywhere
+
+    # the time estimate: the student costs what it took here; one never trained, the 60 s guess
+    seen, new = (Distill(0.5, epochs=3), Quantize(3)), (Distill(0.25), Quantize(3))
+    per, trained = df.loc[df["is_baseline"], "seconds"].iloc[0], df["seconds"].max()
+    workers = min(os.cpu_count() or 1, 2)
+    got = estimate_seconds(fresh_store, "digits_cnn", [seen])
+    assert got == pytest.approx(15 + (2 * per + trained) / workers)
+    got = estimate_seconds(fresh_store, "digits_cnn", [seen, new])
+    assert got == pytest.approx(
+        15 + (3 * per + trained + TRAINING_GUESS_S) / min(os.cpu_count() or 1, 3)
+    )
 
 
 def test_small_sweep_end_to_end(fresh_store):

@@ -243,14 +243,15 @@ def live_runs() -> list[int]:
 def start_controls(model: str, plan_list: list, settings: sweep.Settings) -> None:
     """Number of configs, estimated time and the Run button (one sweep at a time)."""
     n = ui.count_configs(plan_list) if plan_list else 0
-    seconds = sweep.estimate_seconds(common.store(), model, n) if n else 0.0
+    seconds = sweep.estimate_seconds(common.store(), model, plan_list) if n else 0.0
     busy = live_runs()
     count, eta, go = st.columns([1, 1, 1.2], vertical_alignment="center")
     count.metric("Configs", n, help="Including the fp32 baseline")
     eta.metric(
         "Estimated time",
         ui.fmt_duration(seconds) if n else "—",
-        help="From this model's earlier runs (else ~2 s per config), over the CPU cores",
+        help="From this model's earlier runs (else ~2 s per config and ~1 min per student or "
+        "fine-tune it has never trained), over the CPU cores",
     )
     go.button(
         "Run sweep",
