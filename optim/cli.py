@@ -77,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--asymmetric", action="store_true")
     s.add_argument(
+        "--order", default="prune-first", metavar="ORDERS",
+        help="prune-first, quantize-first or both (comma-separated): a sweep axis",
+    )  # fmt: skip
+    s.add_argument(
         "--distill", type=_floats, default=[], metavar="WIDTHS",
         help="also distill students of these widths (e.g. 0.5,0.25) and sweep each like the model",
     )  # fmt: skip
@@ -198,7 +202,7 @@ def _cmd_sweep(args, out) -> None:
         grans = [g.strip() for g in args.granularity.split(",") if g.strip()]
         grid = sw.grid(
             args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric,
-            students=args.distill,
+            students=args.distill, orders=[o.strip() for o in args.order.split(",") if o.strip()],
         )  # fmt: skip
         settings = sw.Settings(
             threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress

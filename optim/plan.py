@@ -26,6 +26,7 @@ class Technique:
     stage: str
     family: str
     apply: Callable[..., Any]
+    final: bool = False  # hands ONNX Runtime a graph without float weights: nothing may follow
 
 
 REGISTRY: dict[str, Technique] = {}
@@ -33,13 +34,16 @@ REGISTRY: dict[str, Technique] = {}
 Plan = tuple  # tuple of config dataclass instances, applied left to right
 
 
-def technique(config: type, stage: str, family: str) -> Callable[[Callable], Callable]:
-    """Register ``apply(obj, config, ctx) -> new obj`` for ``config``'s type."""
+def technique(
+    config: type, stage: str, family: str, final: bool = False
+) -> Callable[[Callable], Callable]:
+    """Register ``apply(obj, config, ctx) -> new obj`` for ``config``'s type; ``final`` steps
+    (int8 / int4 execution) must end a plan."""
     if stage not in STAGES:
         raise ValueError(f"`stage` must be one of {STAGES}, but got stage={stage!r}")
 
     def register(fn: Callable) -> Callable:
-        REGISTRY[config.__name__] = Technique(config, stage, family, fn)
+        REGISTRY[config.__name__] = Technique(config, stage, family, fn, final)
         return fn
 
     return register
@@ -61,6 +65,12 @@ def validate(plan: Sequence[object]) -> tuple:
             "torch-stage steps must come before graph-stage steps, but got plan "
             f"{label(plan)!r} (stages {stages})"
         )
+    for cfg in plan[:-1]:
+        if _technique(cfg).final:
+            raise ValueError(
+                f"`{type(cfg).__name__}` must be the plan's last step (its weights execute as "
+                f"integers, leaving none to prune or round), but got plan {label(plan)!r}"
+            )
     return plan
 
 
@@ -89,6 +99,22 @@ def key(plan: Sequence[object]) -> str:
 def label(plan: Sequence[object]) -> str:
     """A short human-readable name, e.g. ``"prune 50% + int4 w/channel"``."""
     return " + ".join(c.label for c in plan) or "fp32 baseline"
+
+
+def changed(cfg: object, *names: str) -> str:
+    """A label suffix naming the fields among ``names`` that differ from their defaults, so
+    two configs never share a label.
+
+    Example:
+        >>> changed(FineTune(3, lr=0.002), "lr")  # doctest: +SKIP
+        ' (lr 0.002)'
+    """
+    parts = [
+        f"{f.name} {getattr(cfg, f.name):g}"
+        for f in dataclasses.fields(cfg)
+        if f.name in names and getattr(cfg, f.name) != f.default
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def family(plan: Sequence[object]) -> str:

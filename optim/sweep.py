@@ -30,6 +30,7 @@ from optim.store import Store, home, pid_alive, run_state
 from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
 
 INT8_MODES = ("static", "dynamic", "weight")
+ORDERS = ("prune-first", "quantize-first")
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,16 @@ def grid(
     int8: str = "static",
     symmetric: bool = True,
     students: Sequence[float] = (),
+    orders: Sequence[str] = ("prune-first",),
 ) -> list[tuple]:
     """The cross product model x sparsity x bits x granularity as plans (prune, then quantize).
 
     The model axis is the source itself plus, for each width in ``students``, a student of that
     width distilled from it (:class:`~optim.techniques.Distill`): every student is pruned and
     quantized like the original, so distill -> quantize competes on the same frontier.
+    ``orders`` holds ``"prune-first"`` and/or ``"quantize-first"``: the latter rounds the weights
+    to N bits and then prunes the rounded values (only for unstructured pruning with N-bit
+    weight rounding; elsewhere the order is moot and one plan stands for both).
 
     ``bits`` 32 is fp32 (no quantization), 16 float16 storage, 8 int8 executed by ONNX Runtime
     (``int8="static"``: calibrated QDQ; ``"dynamic"``: dynamic int8 Linear; ``"weight"``:
@@ -78,6 +83,9 @@ def grid(
     for s in sparsity:
         if not 0 <= s < 1:
             raise ValueError(f"`0 <= sparsity < 1` must hold, but got sparsity={s}")
+    for o in orders:
+        if o not in ORDERS:
+            raise ValueError(f"`order` must be one of {ORDERS}, but got order={o!r}")
     for w in students:
         if not 0 < w < 1:
             raise ValueError(f"`0 < student width < 1` must hold, but got width={w}")
@@ -97,8 +105,10 @@ def grid(
                         q = (DynamicInt8(),)
                     else:
                         q = (Quantize(bits=b, granularity=g, symmetric=symmetric),)
-                    p = start + prune + q
-                    out.setdefault(plans.key(p), p)
+                    for order in orders:
+                        swap = order == "quantize-first" and q and isinstance(q[0], Quantize)
+                        p = start + (q + prune if swap and not structured else prune + q)
+                        out.setdefault(plans.key(p), p)
     if not out:
         raise ValueError("the grid is empty: give at least one bit-width and one sparsity")
     return list(out.values())

@@ -273,4 +273,8 @@ def test_labels():
     labels = [c.label for c in (FineTune(3), LowRank(0.5), LowRank(energy=0.9), Distill(0.5))]
     assert labels == ["finetune 3ep", "low-rank 50%", "low-rank 90% energy", "distill 50% width"]
     assert Distill(0.5, depth=0.5).label == "distill 50% width, 50% depth"
+    # settings off their defaults are named, so two different configs never share a label
+    assert Distill(0.5, alpha=0.9).label == "distill 50% width (alpha 0.9)"
+    assert Distill(0.5, alpha=0.0, temperature=2).label == "distill 50% width (labels only)"
+    assert FineTune(3, lr=2e-3).label == "finetune 3ep (lr 0.002)"
     assert plans.label((QAT(3), Quantize(3))) == "qat int3 w/channel 3ep + int3 w/channel"

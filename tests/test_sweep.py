@@ -15,6 +15,7 @@ import pytest
 from optim import plan as plans
 from optim.store import Store
 from optim.sweep import (
+    ORDERS,
     TRAINING_GUESS_S,
     Settings,
     create,
@@ -24,7 +25,7 @@ from optim.sweep import (
     run_dir,
     sweep,
 )
-from optim.techniques import Distill, Int8, Prune, Quantize
+from optim.techniques import Distill, Int8, Prune, Quantize, StructuredPrune
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Settings(min_seconds=0.02, jobs=1)
@@ -45,6 +46,7 @@ def test_grid_is_the_cross_product_with_prune_first():
         ({"sparsity": (-0.1,)}, r"but got sparsity=-0.1"),
         ({"bits": ()}, r"the grid is empty"),
         ({"students": (1.0,)}, r"`0 < student width < 1` must hold, but got width=1.0"),
+        ({"orders": ("random",)}, r"`order` must be one of .*, but got order='random'"),
     ],
 )
 def test_grid_rejects_bad_values(kwargs, message):
@@ -59,6 +61,15 @@ def test_grid_sweeps_each_distilled_student_like_the_model():
         assert (
             start in g and start + (Quantize(4),) in g and start + (Prune(0.5), Quantize(4)) in g
         )
+
+
+def test_order_is_a_grid_axis():
+    g = grid(bits=(4, 8, 32), sparsity=(0.0, 0.5), orders=("prune-first", "quantize-first"))
+    assert (Prune(0.5), Quantize(4)) in g and (Quantize(4), Prune(0.5)) in g
+    assert (Prune(0.5), Int8()) in g and (Int8(), Prune(0.5)) not in g  # int8 ends a plan
+    assert len(g) == 7  # the order only matters for pruned, N-bit rounded weights
+    structured = grid(bits=(4,), sparsity=(0.5,), structured=True, orders=ORDERS)
+    assert structured == [(StructuredPrune(0.5), Quantize(4))]  # channels go in torch first
 
 
 @pytest.mark.slow

@@ -102,6 +102,12 @@ def test_structured_pruning_lowers_flops_params_and_latency(tmp_path):
 def test_plan_order_is_checked():
     with pytest.raises(ValueError, match="torch-stage steps must come before graph-stage steps"):
         plans.validate((Quantize(4), StructuredPrune(0.5)))
+    with pytest.raises(
+        ValueError,
+        match=r"`Int8` must be the plan's last step .* but got plan 'int8 static/channel \+ prune",
+    ):
+        plans.validate((Int8(), Prune(0.5)))
+    assert plans.validate((Quantize(4), Prune(0.5)))  # weight rounding, then pruning: fine
 
 
 @pytest.mark.parametrize(

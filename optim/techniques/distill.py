@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from optim.plan import Context, technique
+from optim.plan import Context, changed, technique
 from optim.train import fit, seeded
 
 # stop when 8 epochs in a row bring no better validation score: distilling from scratch is noisy
@@ -85,7 +85,9 @@ class Distill:
     @property
     def label(self) -> str:
         depth = f", {self.depth:.0%} depth" if self.depth < 1 else ""
-        return f"distill {self.width:.0%} width{depth}" + ("" if self.alpha else " (labels only)")
+        soft = ("temperature", "alpha") if self.alpha else ()
+        note = changed(self, "epochs", "lr", *soft) + ("" if self.alpha else " (labels only)")
+        return f"distill {self.width:.0%} width{depth}{note}"
 
 
 def _c(channels: int, width: float) -> int:

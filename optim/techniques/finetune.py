@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from optim.plan import Context, technique
+from optim.plan import Context, changed, technique
 from optim.train import fit
 
 
@@ -42,7 +42,7 @@ class FineTune:
 
     @property
     def label(self) -> str:
-        return f"finetune {self.epochs}ep"
+        return f"finetune {self.epochs}ep" + changed(self, "lr")
 
 
 @technique(FineTune, stage="torch", family="finetune")

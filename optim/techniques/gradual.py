@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from optim.plan import Context, technique
+from optim.plan import Context, changed, technique
 from optim.train import fit
 
 
@@ -73,7 +73,9 @@ class GradualPrune:
 
     @property
     def label(self) -> str:
-        return f"gradual prune {self.amount:.0%} {self.steps}x{self.epochs_per_step}ep"
+        return f"gradual prune {self.amount:.0%} {self.steps}x{self.epochs_per_step}ep" + changed(
+            self, "lr"
+        )
 
     def schedule(self) -> list[float]:
         """Target sparsity after each step: ``amount * (1 - (1 - t / steps) ** 3)``."""

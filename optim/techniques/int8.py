@@ -81,7 +81,7 @@ def settings(cfg: Int8, cpu: dict) -> dict:
     }
 
 
-@technique(Int8, stage="graph", family="int8")
+@technique(Int8, stage="graph", family="int8", final=True)
 def int8(graph: Graph, cfg: Int8, ctx: Context) -> Graph:
     opts = settings(cfg, ctx.cpu)
     reader = ArrayReader(input_name(graph.model), ctx.source.splits["calib"].x)

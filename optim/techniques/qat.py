@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from optim.plan import Context, technique
+from optim.plan import Context, changed, technique
 from optim.techniques.quantize import check_granularity, granularity_field
 from optim.train import fit
 
@@ -55,7 +55,7 @@ class QAT:
 
     @property
     def label(self) -> str:
-        return f"qat int{self.bits} w/{self.granularity} {self.epochs}ep"
+        return f"qat int{self.bits} w/{self.granularity} {self.epochs}ep" + changed(self, "lr")
 
 
 def fake_quantize(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:

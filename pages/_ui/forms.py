@@ -57,7 +57,9 @@ def grid_form() -> list[tuple]:
         "(knowledge distillation), then prune and quantize each like the model. Training a "
         "student takes seconds for the 8x8 samples, minutes for the 64x64 CNNs.",
     )
-    structured_col, scales_col, int8_col, symmetric_col = st.columns(4)
+    structured_col, scales_col, int8_col, symmetric_col, order_col = st.columns(
+        [1.2, 1.4, 1.2, 1, 1.2], vertical_alignment="bottom"
+    )
     structured = structured_col.toggle(
         "Structured pruning",
         key="sweep_structured",
@@ -82,10 +84,17 @@ def grid_form() -> list[tuple]:
         key="sweep_symmetric",
         help="Zero point fixed at 0 for sub-8-bit weights",
     )
+    both = order_col.toggle(
+        "Both orders",
+        key="sweep_orders",
+        help="Also round the weights first and prune the rounded values (quantize → prune), "
+        "next to prune → quantize",
+    )
     try:
         return sweep.grid(
-            sorted(bits), sorted(sparsity), structured, grans, mode, sym, sorted(students)[::-1]
-        )
+            sorted(bits), sorted(sparsity), structured, grans, mode, sym, sorted(students)[::-1],
+            sweep.ORDERS if both else sweep.ORDERS[:1],
+        )  # fmt: skip
     except ValueError as e:
         st.warning(str(e), icon=":material/warning:")
         return []
