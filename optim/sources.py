@@ -50,8 +50,8 @@ class ModelSource:
     onnx_path: Path | None = None
     metric: str = "top1"
     family: str = ""
-    # max random translation (pixels) of the images the model was trained with; training steps
-    # (fine-tune, QAT, distillation) augment the same way. 0: no augmentation (uploaded models)
+    # max random translation (pixels) of the images the model was trained with; a distilled
+    # student, trained from scratch, is augmented the same way. 0: none (uploaded models)
     train_shift: int = 0
     meta: dict = field(default_factory=dict)
 

@@ -131,12 +131,15 @@ def fit(
     alpha: float = 0.7,
     patience: int | None = None,
     weight_decay: float = 0.0,
+    augment: bool = False,
 ) -> torch.nn.Module:
     """A trained copy of ``model`` (eval mode): AdamW with a cosine schedule on the train split.
 
     The state kept is the one with the best validation accuracy (ties: lower validation loss),
     the starting weights included, so a fine-tune never ends worse on validation than it began.
-    Images are randomly shifted as the source's model was trained (``source.train_shift``).
+    With ``augment``, images are randomly shifted as the source's model was trained
+    (``source.train_shift``): what training from scratch needs; a short recovery from trained
+    weights does without.
     BatchNorm and dropout run in train mode while fitting, eval mode when validating, with
     BatchNorm statistics recomputed exactly on the fit part before every validation.
 
@@ -151,6 +154,7 @@ def fit(
         temperature, alpha: of :func:`kd_loss`.
         patience: stop after this many epochs without a better validation score (None: never).
         weight_decay: AdamW's decoupled weight decay.
+        augment: shift images like the source's own training (the teacher sees the same view).
 
     Example:
         >>> tuned = fit(pruned, sample_source("digits_cnn"), epochs=3, lr=1e-3)  # doctest: +SKIP
@@ -168,7 +172,7 @@ def fit(
     with seeded(seed):
         x, y = torch.tensor(fit_part.x), torch.tensor(fit_part.y)
         vx, vy = torch.tensor(val.x), torch.tensor(val.y)
-        shift = source.train_shift if x.dim() == 4 else 0  # images (N, C, H, W) only
+        shift = source.train_shift if augment and x.dim() == 4 else 0  # images (N, C, H, W)
         t_fit = t_val = None
         if teacher is not None:
             teacher = copy.deepcopy(teacher)

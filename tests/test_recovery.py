@@ -23,7 +23,7 @@ from optim.techniques.distill import student
 from optim.techniques.lowrank import factorize
 from optim.techniques.qat import fake_quantize
 from optim.techniques.quantize import quantize_array
-from optim.train import fit, kd_loss, logits, train_val_split
+from optim.train import fit, kd_loss, logits, random_shift, train_val_split
 from sample_models import SAMPLES
 
 FAST = Settings(min_seconds=0.05)
@@ -81,6 +81,17 @@ def test_fit_trains_batchnorm_models_and_returns_eval_mode():
     val = train_val_split(source)[1]
     pred = logits(trained, torch.tensor(val.x)).argmax(1).numpy()
     assert (pred == val.y).mean() > 0.5  # from 10 % (chance) in two epochs
+
+
+def test_random_shift_translates_each_image_and_zero_fills():
+    x = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4).repeat(8, 1, 1, 1)  # (8, 1, 4, 4)
+    out = random_shift(x, 1, torch.Generator().manual_seed(0))
+    padded = F.pad(x[0], (1, 1, 1, 1))
+    views = [padded[:, dy : dy + 4, dx : dx + 4] for dy in range(3) for dx in range(3)]
+    for img in out:  # each one is the image moved by at most a pixel, zeros coming in
+        assert any(torch.equal(img, v) for v in views)
+    assert len({tuple(img.flatten().tolist()) for img in out}) > 1  # not all the same shift
+    assert random_shift(x, 0, torch.Generator()) is x
 
 
 def test_kd_loss_hand_computed():

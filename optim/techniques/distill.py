@@ -239,5 +239,5 @@ def distill(teacher: nn.Module, cfg: Distill, ctx: Context) -> nn.Module:
         _fit_standardize_(model, torch.tensor(source.splits["train"].x))
     return fit(
         model, source, cfg.epochs, cfg.lr, seed=ctx.seed, teacher=teacher,
-        temperature=cfg.temperature, alpha=cfg.alpha, patience=PATIENCE,
+        temperature=cfg.temperature, alpha=cfg.alpha, patience=PATIENCE, augment=True,
     )  # fmt: skip
