@@ -152,6 +152,25 @@ def _shared_export(spec: str, torch_key: str, cache: Path | None) -> tuple[Graph
         return graph, flops
 
 
+_MODELS: dict[tuple[str, str], object] = {}  # per-process: torch models after a plan prefix
+
+
+def _torch_model(spec: str, torch_steps: tuple):
+    """The source's model after ``torch_steps``, reusing the longest prefix this process built
+    (two plans that distill the same student and then differ train the student once here)."""
+    if (spec, plans.key(torch_steps)) in _MODELS:
+        return _MODELS[spec, plans.key(torch_steps)]
+    if not torch_steps:
+        return get_source(spec).build()
+    source = get_source(spec)
+    ctx = plans.Context(source, cpu=measure.cpu_info())
+    model = plans.apply(_torch_model(spec, torch_steps[:-1]), torch_steps[-1:], ctx)
+    if len(_MODELS) >= 4:  # students and fine-tunes of the big samples are 5-45 MB each
+        _MODELS.pop(next(iter(_MODELS)))
+    _MODELS[spec, plans.key(torch_steps)] = model
+    return model
+
+
 def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     source = get_source(spec)
     torch_steps = plans.from_json(json.loads(torch_key))
@@ -163,7 +182,7 @@ def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
         import onnx
 
         return Graph(onnx.load(source.onnx_path), {}), None
-    model = plans.apply(source.build(), torch_steps, plans.Context(source, cpu=measure.cpu_info()))
+    model = _torch_model(spec, torch_steps)
     return Graph(export_onnx(model, source.example), {}), _flops(model, source.example)
 
 

@@ -81,7 +81,7 @@ def test_parallel_workers_train_each_student_once(fresh_store):
     df = fresh_store.results(run_id)
     assert len(df) == 4 and df["accuracy"].notna().all()  # no failed config
     (cached,) = (run_dir(fresh_store.url, run_id) / "torch-cache").glob("*.onnx")
-    student = df[df["label"] == "distill 50% width"].iloc[0]
+    student = df[df["label"] == Distill(0.5, epochs=3).label].iloc[0]
     assert (Path(student["artifact"]) / "model.onnx").read_bytes() == cached.read_bytes()
     assert df.loc[~df["is_baseline"], "flops"].nunique() == 1  # the same student everywhere
 
