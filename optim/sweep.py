@@ -490,7 +490,7 @@ def estimate_seconds(
     runs = store.runs()
     for run_id in runs.loc[runs["model"] == model, "id"].head(5):
         df = store.results(int(run_id))
-        if "seconds" not in df:
+        if df.empty:
             continue
         for plan_json, sec in zip(df["plan"], df["seconds"], strict=True):
             if sec != sec or sec is None:

@@ -441,6 +441,12 @@ def form_fields(config: type) -> list[FormField]:
     return out
 
 
+def filled_fields(config: type) -> dict[str, str]:
+    """Fields a form fills from a measurement of the model instead of asking for them, and
+    which measurement (``"sensitivity"``: :func:`optim.sensitivity.rank` of the model)."""
+    return {f.name: f.metadata["fill"] for f in dataclasses.fields(config) if "fill" in f.metadata}
+
+
 # ------------------------------------------------------------------ models and plans
 
 

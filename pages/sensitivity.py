@@ -12,13 +12,6 @@ from pages._ui import common
 common.frame_guard()
 
 
-@st.cache_data(show_spinner="Measuring every layer alone (a few seconds)…", max_entries=16)
-def measure(name: str, bits: tuple[int, ...], sparsities: tuple[float, ...]):
-    from optim.sensitivity import sensitivity
-
-    return sensitivity(name, bits=bits, sparsities=sparsities)
-
-
 st.title("Sensitivity")
 st.caption(
     "Each cell changes ONE layer (everything else stays fp32) and measures the accuracy drop on "
@@ -36,7 +29,7 @@ if not bits and not sparsities:
     st.stop()
 if ui.model_note(name)[0] != "ready":
     st.stop()  # the model picker has said why
-df = measure(name, tuple(sorted(bits)), tuple(sorted(sparsities)))
+df = common.sensitivity(name, tuple(sorted(bits)), tuple(sorted(sparsities)))
 fig = sensitivity_figure(df)
 # colour bar and legend in the figure's bottom margin, clear of the axis labels
 bottom = dict(orientation="h", yref="container", y=0.02, yanchor="bottom")
@@ -57,7 +50,8 @@ st.markdown(
 )
 st.caption(
     "Use it in a sweep: *mixed precision* keeps the most sensitive layers at 8 bits "
-    "(MixedQuantize in the Sweep page's advanced plans), or let the search allocate bits."
+    "(MixedQuantize with keep 8bit > 0 in the Sweep page's advanced plans takes this ranking at "
+    "3 bits), or let the search allocate bits."
 )
 with st.expander("Table"):
     st.dataframe(df, hide_index=True, width="stretch")

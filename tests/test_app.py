@@ -293,6 +293,40 @@ def test_sweep_page_counts_configs_then_starts_and_cancels_a_background_run(stor
     store.delete_run(int(new))
 
 
+def test_sweep_page_grid_axes_count_configs(store):
+    at = healthy(app(page="sweep", model="digits_cnn"))
+    at.multiselect(key="sweep_bits").set_value([4])
+    at.multiselect(key="sweep_sparsity").set_value([0.5]).run()
+    assert at.metric[0].value == "2"  # baseline, prune 50% + int4
+    at.toggle(key="sweep_orders").set_value(True).run()
+    assert at.metric[0].value == "3"  # ... and int4 + prune 50%
+    at.multiselect(key="sweep_students").set_value([0.5, 0.25]).run()
+    assert at.metric[0].value == "7"  # each student: fp32 is not in the grid, so 2 more each
+    plan_list = sw.grid((4,), (0.5,), students=(0.5, 0.25), orders=sw.ORDERS)
+    # two students never trained: their guessed training time is in the estimate
+    assert at.metric[1].value == ui.fmt_duration(
+        sw.estimate_seconds(store, "digits_cnn", plan_list)
+    )
+    assert sw.estimate_seconds(store, "digits_cnn", plan_list) > 2 * sw.TRAINING_GUESS_S / 2
+
+
+def test_mixed_precision_plan_takes_the_models_sensitivity_ranking(store):
+    """'Keep the k most sensitive layers at 8 bits' from the Sweep page: the form fills the
+    ranking in from the model's measured sensitivity (the Sensitivity page's, cached)."""
+    from optim.sensitivity import rank, sensitivity
+
+    at = healthy(app(page="sweep", model="cancer_mlp"))
+    at.multiselect(key="adv_steps").set_value(["MixedQuantize"]).run()
+    at.number_input(key="adv_MixedQuantize_keep_8bit").set_value(1).run()
+    healthy(at)
+    add = [b for b in at.button if b.label.startswith("Add plan")]
+    assert [b.label for b in add] == ["Add plan: mixed int4 w/channel, top-1 sensitive at int8"]
+    add[0].click().run()
+    (plan,) = at.session_state["extra_plans"]
+    ranking = rank(sensitivity("cancer_mlp", (2, 3, 4, 8), (0.5, 0.75, 0.9)), bits=3)
+    assert list(plan[0]["sensitivity"]) == ranking and plan[0]["keep_8bit"] == 1
+
+
 @pytest.mark.slow
 def test_a_distillation_sweep_started_from_the_sweep_page(store):
     """Students are a grid axis: pick one, run, and its rows reach Trade-offs as their own

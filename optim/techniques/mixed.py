@@ -55,7 +55,11 @@ class MixedQuantize:
     )
     sensitivity: tuple[str, ...] = field(
         default=(),
-        metadata={"help": "layer names, most sensitive first (optim.sensitivity.rank)"},
+        # "fill": forms fill it with the model's measured ranking rather than ask for it
+        metadata={
+            "help": "layer names, most sensitive first (optim.sensitivity.rank)",
+            "fill": "sensitivity",
+        },
     )
     granularity: str = granularity_field()
 

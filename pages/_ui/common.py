@@ -306,6 +306,14 @@ def model_picker() -> str:
     return name
 
 
+@st.cache_data(show_spinner="Measuring every layer alone (a few seconds)…", max_entries=16)
+def sensitivity(name: str, bits: tuple[int, ...], sparsities: tuple[float, ...]):
+    """``optim.sensitivity.sensitivity``, cached (the Sensitivity page and the sweep forms)."""
+    from optim.sensitivity import sensitivity as measure
+
+    return measure(name, bits=bits, sparsities=sparsities)
+
+
 @st.cache_data(show_spinner="Profiling the model (a few seconds)…", max_entries=32)
 def profile(name: str, threads: int = 1):
     """``optim.profile.profile``, cached per model and thread count."""

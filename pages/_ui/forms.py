@@ -131,7 +131,18 @@ def _add_plan(plan_json: list) -> None:
         extra.append(plan_json)
 
 
-def advanced_form() -> list[tuple]:
+def _ranking(model: str) -> tuple[str, ...]:
+    """The model's layers, most sensitive to 3-bit rounding first (the Sensitivity page's
+    default measurement, so a visit there has already cached it)."""
+    from optim.sensitivity import rank
+
+    return tuple(rank(common.sensitivity(model, (2, 3, 4, 8), (0.5, 0.75, 0.9)), bits=3))
+
+
+FILLERS = {"sensitivity": _ranking}  # measurement name -> how a form fills such a field
+
+
+def advanced_form(model: str) -> list[tuple]:
     """Hand-built plans from any registered technique (forms from its dataclass fields)."""
     ss = st.session_state
     with st.expander("Advanced: add technique plans"):
@@ -151,6 +162,9 @@ def advanced_form() -> list[tuple]:
             for f, col in zip(fields, st.columns(max(len(fields), 3)), strict=False):
                 with col:
                     values[f.name] = field_input(f, key=f"adv_{name}_{f.name}")
+            for field_name, fill in ui.filled_fields(tech.config).items():
+                values[field_name] = FILLERS[fill](model)
+                st.caption(f"{field_name.replace('_', ' ')}: from the {fill} of {model}")
             try:
                 plan.append(tech.config(**values))
             except (TypeError, ValueError) as e:
