@@ -80,6 +80,8 @@ def _fails(argv, capsys, match):
         ([*SMALL[:3], "--sparsity", "1.0"], "`0 <= sparsity < 1` must hold, but got sparsity=1.0"),
         ([*SMALL[:3], "--sparsity", "-0.5"], "but got sparsity=-0.5"),
         ([*SMALL[:3], "--bits", ","], "the grid is empty"),
+        ([*SMALL, "--distill", "1.5"], "`0 < student width < 1` must hold, but got width=1.5"),
+        ([*SMALL, "--order", "sideways"], "`order` must be one of"),
         (
             [*SMALL[:3], "--out", "/nonexistent-dir/x.csv"],
             "`--out` must be a file in an existing folder",
