@@ -352,10 +352,11 @@ def test_a_distillation_sweep_in_the_browser(server, browser):
     page.get_by_role("button", name="Run sweep").click()
     page.get_by_text(re.compile(r"4 of 4 configs — done")).wait_for(timeout=SWEEP_SECONDS * 1000)
     settle(page)
-    assert page.get_by_text("distill 50% width + int4 w/channel").count() >= 1
+    page.locator("[data-testid='stDataFrame']").first.wait_for()  # the streamed rows
     healthy(page, "13-distill-sweep-done")
     (new,) = set(store.runs()["id"]) - before
-    assert len(store.results(int(new))) == 4
+    labels = set(store.results(int(new))["label"])
+    assert len(labels) == 4 and "distill 50% width + int4 w/channel" in labels
 
     open_page(page, "Trade-offs")
     charts_rendered(page)
