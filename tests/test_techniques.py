@@ -171,6 +171,9 @@ def test_technique_contract(name):
 
         with torch.no_grad():
             assert out(torch.from_numpy(x)).shape == model(torch.from_numpy(x)).shape
+        again = plans.apply(model, (cfg,), ctx).state_dict()  # deterministic given the seed
+        assert again.keys() == out.state_dict().keys()
+        assert all(torch.equal(again[k], v) for k, v in out.state_dict().items())
         return
     graph, _ = build(source, ())
     before = graph.model.SerializeToString()
