@@ -7,6 +7,7 @@ anything is written.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -20,6 +21,8 @@ from optim import sweep as sw
 from optim.artifact import write_atomic
 from optim.store import Store
 
+BITS = [2, 3, 4, 5, 6, 8, 16, 32]  # the sweep's default grid: every width worth a row
+SPARSITY = [0.0, 0.5, 0.75, 0.9]
 TABLE_COLUMNS = [
     "label",
     "accuracy",
@@ -65,9 +68,11 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("sweep", help="measure a grid of configs")
     s.add_argument("--model", help="sample name, or path/model.onnx:path/data.npz")
-    s.add_argument("--bits", type=_ints, default=[2, 3, 4, 5, 6, 8, 16, 32],
-                   help="2-8 packed weights (8 = int8 executed), 16 fp16, 32 fp32")  # fmt: skip
-    s.add_argument("--sparsity", type=_floats, default=[0.0, 0.5, 0.75, 0.9])
+    s.add_argument("--bits", type=_ints,
+                   help="2-8 packed weights (8 = int8 executed), 16 fp16, 32 fp32 "
+                        f"(default {','.join(map(str, BITS))}; none with only --plan)")  # fmt: skip
+    s.add_argument("--sparsity", type=_floats,
+                   help=f"default {','.join(map(str, SPARSITY))} (none with only --plan)")  # fmt: skip
     s.add_argument(
         "--structured", action="store_true", help="remove channels instead of zeroing weights"
     )
@@ -83,6 +88,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--distill", type=_floats, default=[], metavar="WIDTHS",
         help="also distill students of these widths (e.g. 0.5,0.25) and sweep each like the model",
+    )  # fmt: skip
+    s.add_argument(
+        "--keep-8bit", type=_ints, default=[], metavar="K",
+        help="mixed precision: also each sub-8-bit config with its K layers most sensitive to "
+             "3-bit rounding (measured on the calib split) kept at 8 bits, e.g. 1,2",
+    )  # fmt: skip
+    s.add_argument(
+        "--plan", action="append", default=[],
+        help="a hand-built plan (JSON or @recipe.json) to measure too; repeatable",
     )  # fmt: skip
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--jobs", type=int, default=0)
@@ -199,11 +213,9 @@ def _cmd_sweep(args, out) -> None:
     else:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
-        grans = [g.strip() for g in args.granularity.split(",") if g.strip()]
-        grid = sw.grid(
-            args.bits, args.sparsity, args.structured, grans, args.int8, not args.asymmetric,
-            students=args.distill, orders=[o.strip() for o in args.order.split(",") if o.strip()],
-        )  # fmt: skip
+        grid = [_read_plan(text) for text in args.plan]
+        if not grid or args.bits is not None or args.sparsity is not None or args.distill:
+            grid += _grid(args)
         settings = sw.Settings(
             threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress
         )
@@ -226,6 +238,42 @@ def _cmd_sweep(args, out) -> None:
         csv = df.drop(columns=["plan"]).assign(pareto=_pareto_all(df))
         write_atomic(args.out, csv.to_csv(index=False).encode())
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _grid(args) -> list[tuple]:
+    """The sweep's grid from its flags (see :func:`optim.sweep.grid`), with mixed precision."""
+    grans = [g.strip() for g in args.granularity.split(",") if g.strip()]
+    bits = BITS if args.bits is None else args.bits
+    sparsity = SPARSITY if args.sparsity is None else args.sparsity
+    grid = sw.grid(
+        bits, sparsity, args.structured, grans, args.int8, not args.asymmetric,
+        students=args.distill, orders=[o.strip() for o in args.order.split(",") if o.strip()],
+    )  # fmt: skip
+    sub8 = [b for b in bits if 2 <= b < 8]
+    if args.keep_8bit and sub8:
+        from optim.sensitivity import rank, sensitivity
+        from optim.techniques import MixedQuantize, Prune, StructuredPrune
+
+        ranking = tuple(rank(sensitivity(args.model, bits=(3,), sparsities=())))
+        for k, s, b, g in itertools.product(args.keep_8bit, sparsity, sub8, grans):
+            prune = () if s == 0 else ((StructuredPrune if args.structured else Prune)(s),)
+            mixed = MixedQuantize(default_bits=b, keep_8bit=k, sensitivity=ranking, granularity=g)
+            grid.append(prune + (mixed,))
+    return grid
+
+
+def _read_plan(text: str) -> tuple:
+    """A plan from JSON (a list of steps, or a recipe with a ``plan``) or ``@file``."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as e:
+            raise ValueError(f"`--plan` file {text[1:]!r} cannot be read ({e.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"`--plan` must be JSON, but got {text[:60]!r} ({e.msg})") from None
+    return plans.from_json(data["plan"] if isinstance(data, dict) else data)
 
 
 def _cmd_search(args, out) -> None:
@@ -273,10 +321,7 @@ def _cmd_sensitivity(args, out) -> None:
 def _cmd_tune(args, out) -> None:
     from optim.tune import tune
 
-    try:
-        plan = plans.from_json(json.loads(args.plan))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"`--plan` must be JSON, but got {args.plan[:60]!r} ({e.msg})") from None
+    plan = _read_plan(args.plan)
     res = tune(args.model, plan, args.trials, args.sampler, args.seed, args.timeout)
     print(res.trials.to_string(index=False), file=out)
     print(f"best (calib accuracy {res.accuracy:.2%}): {plans.label(res.plan)}", file=out)
@@ -392,12 +437,7 @@ def _cmd_build(args, out) -> None:
 
     from optim.sources import get_source
 
-    text = Path(args.plan[1:]).read_text() if args.plan.startswith("@") else args.plan
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"`--plan` must be JSON, but got {text[:60]!r} ({e.msg})") from None
-    plan = plans.from_json(data["plan"] if isinstance(data, dict) else data)
+    plan = _read_plan(args.plan)
     source = get_source(args.model)
     settings = sw.Settings(threads=args.threads, seed=args.seed)
     with tempfile.TemporaryDirectory() as d:

@@ -82,6 +82,18 @@ def _fails(argv, capsys, match):
         ([*SMALL[:3], "--bits", ","], "the grid is empty"),
         ([*SMALL, "--distill", "1.5"], "`0 < student width < 1` must hold, but got width=1.5"),
         ([*SMALL, "--order", "sideways"], "`order` must be one of"),
+        (["sweep", "--model", "digits_cnn", "--plan", "[{"], "`--plan` must be JSON"),
+        (["sweep", "--model", "digits_cnn", "--plan", "@/no/such.json"], "cannot be read"),
+        (
+            [
+                "sweep",
+                "--model",
+                "digits_cnn",
+                "--plan",
+                '[{"technique": "Int8"}, {"technique": "Prune"}]',
+            ],
+            "`Int8` must be the plan's last step",
+        ),
         (
             [*SMALL[:3], "--out", "/nonexistent-dir/x.csv"],
             "`--out` must be a file in an existing folder",
@@ -93,6 +105,25 @@ def _fails(argv, capsys, match):
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, match, capsys, fresh_store):
     _fails(argv, capsys, match)
     assert len(fresh_store.runs()) == 0
+
+
+def test_sweep_hand_built_plans_and_sensitivity_mixed_precision(fresh_store, capsys):
+    """--plan alone measures just those plans (and the baseline); --keep-8bit adds mixed
+    precision that keeps the layers most sensitive to 3-bit rounding at 8 bits."""
+    from optim.sensitivity import rank, sensitivity
+
+    plan = '[{"technique": "Prune", "amount": 0.5}, {"technique": "Quantize", "bits": 3}]'
+    assert main(["sweep", "--model", "cancer_mlp", "--plan", plan, "--jobs", "1"]) == 0
+    df = fresh_store.results(int(fresh_store.runs()["id"].max()))
+    assert sorted(df["label"]) == ["fp32 baseline", "prune 50% + int3 w/channel"]
+    argv = ["sweep", "--model", "cancer_mlp", "--bits", "3,32", "--sparsity", "0"]
+    assert main([*argv, "--keep-8bit", "1", "--jobs", "1"]) == 0
+    df = fresh_store.results(int(fresh_store.runs()["id"].max()))
+    assert len(df) == 3
+    (mixed,) = [p for p in df["plan"] if p and p[0]["technique"] == "MixedQuantize"]
+    ranking = rank(sensitivity("cancer_mlp", bits=(3,), sparsities=()))
+    assert mixed[0]["keep_8bit"] == 1 and list(mixed[0]["sensitivity"]) == ranking
+    assert mixed[0]["default_bits"] == 3
 
 
 def test_floor_above_every_config(cli_env, capsys):
