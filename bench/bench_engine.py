@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 def bench_a(threads: int = 1) -> pd.DataFrame:
     import torch
 
+    from optim.build import Settings, evaluate
     from optim.sources import sample_source
-    from optim.sweep import Settings, evaluate
     from optim.techniques import Int8
 
     source = sample_source("resnet18")

@@ -108,7 +108,7 @@ def profile(model: str | ModelSource, threads: int = 1) -> Profile:
         >>> p.layers.columns.tolist()  # doctest: +SKIP
         ['layer', 'type', 'params', 'flops', 'latency_share']
     """
-    from optim.sweep import Settings, evaluate
+    from optim.build import Settings, evaluate
 
     source = model if isinstance(model, ModelSource) else get_source(model)
     with tempfile.TemporaryDirectory() as d:

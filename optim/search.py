@@ -28,9 +28,10 @@ import pandas as pd
 from optim import measure
 from optim import plan as plans
 from optim.artifact import weight_initializers
+from optim.build import Settings, build, evaluate
 from optim.sources import ModelSource, check, get_source, source_spec
 from optim.store import Store
-from optim.sweep import Settings, artifact_dir, build, evaluate, state
+from optim.sweep import artifact_dir, state
 from optim.techniques import Int8, MixedQuantize, Prune
 
 BITS = (2, 3, 4, 5, 6, 8)

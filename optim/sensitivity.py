@@ -102,7 +102,7 @@ def sensitivity(
         >>> rank(df, bits=2)[:2]  # doctest: +SKIP
         ['0.weight', '9.weight']
     """
-    from optim.sweep import build
+    from optim.build import build
 
     for b in bits:
         if not 2 <= b <= 8:

@@ -22,8 +22,8 @@ import pandas as pd
 from optim import measure
 from optim import plan as plans
 from optim.artifact import write_artifact
+from optim.build import build
 from optim.sources import get_source
-from optim.sweep import build
 
 SAMPLERS = ("grid", "random", "tpe")
 TUNABLE = ("lr", "epochs", "temperature")

@@ -8,8 +8,8 @@ from onnx import numpy_helper
 
 from optim import measure
 from optim.artifact import Encoding, Graph, pack, pack_bits, unpack, unpack_bits, write_artifact
+from optim.build import build
 from optim.sources import sample_source
-from optim.sweep import build
 from optim.techniques import Int8, Prune, Quantize
 
 

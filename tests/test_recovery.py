@@ -16,10 +16,10 @@ from torch.nn.utils import parametrize
 
 from optim import measure
 from optim import plan as plans
+from optim.build import Settings, build, evaluate
 from optim.sources import Split, sample_source
-from optim.sweep import Settings, build, evaluate
 from optim.techniques import QAT, Distill, FineTune, LowRank, Quantize, StructuredPrune
-from optim.techniques.distill import student
+from optim.techniques._students import student
 from optim.techniques.lowrank import factorize
 from optim.techniques.qat import fake_quantize
 from optim.techniques.quantize import quantize_array

@@ -13,11 +13,11 @@ from onnx import numpy_helper
 
 from optim import plan as plans
 from optim.artifact import pack, weight_initializers
+from optim.build import Settings, build
 from optim.frontier import frontier
 from optim.search import hypervolume, search, study_name
 from optim.sensitivity import allocate, rank, sensitivity, uniform_noise
 from optim.sources import Split, sample_source
-from optim.sweep import Settings, build
 from optim.techniques import GradualPrune, MixedQuantize, Prune, Quantize
 from optim.techniques.quantize import quantize_array
 

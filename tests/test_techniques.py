@@ -14,8 +14,8 @@ from onnx import numpy_helper
 from optim import measure
 from optim import plan as plans
 from optim.artifact import weight_initializers
+from optim.build import Settings, build, evaluate
 from optim.sources import sample_source
-from optim.sweep import Settings, build, evaluate
 from optim.techniques import (
     QAT,
     Distill,
