@@ -1,9 +1,11 @@
 """Build one config (torch-stage steps, ONNX export, graph-stage steps) and measure the
 artifact it writes: accuracy with its interval, size, latency.
 
-Exports are cached per process; in a sweep's workers, torch-stage prefixes (a distilled student,
-a pruned and fine-tuned model) are also shared through the run's folder, so each is trained once
-per run (:func:`share_prefixes`).
+Exports are cached per process; in a sweep's workers, the exported torch-stage part of a plan (a
+distilled student, a pruned and fine-tuned model) is also shared through the run's folder, so
+each is trained once per run whatever graph-stage steps follow (:func:`share_prefixes`). A
+longer torch-stage part that starts with it (the student, then QAT) reuses it only within the
+same worker process: torch models are not shared between processes.
 """
 
 from __future__ import annotations

@@ -23,6 +23,13 @@ from optim.store import Store
 
 BITS = [2, 3, 4, 5, 6, 8, 16, 32]  # the sweep's default grid: every width worth a row
 SPARSITY = [0.0, 0.5, 0.75, 0.9]
+GRID_FLAGS = {  # flags that only change the grid's configs
+    "--structured": lambda a: a.structured,
+    "--order": lambda a: a.order != "prune-first",
+    "--int8": lambda a: a.int8 != "static",
+    "--asymmetric": lambda a: a.asymmetric,
+    "--granularity": lambda a: a.granularity != "channel",
+}
 TABLE_COLUMNS = [
     "label",
     "accuracy",
@@ -214,8 +221,14 @@ def _cmd_sweep(args, out) -> None:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
         grid = [_read_plan(text) for text in args.plan]
-        if not grid or args.bits is not None or args.sparsity is not None or args.distill:
+        axes = (args.bits, args.sparsity, args.distill or None, args.keep_8bit or None)
+        if not grid or any(a is not None for a in axes):
             grid += _grid(args)
+        elif shaping := [f for f, on in GRID_FLAGS.items() if on(args)]:
+            raise ValueError(
+                f"`{shaping[0]}` shapes the grid, but only `--plan` was given: add `--bits` or "
+                "`--sparsity` to sweep a grid beside the plans"
+            )
         settings = sw.Settings(
             threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress
         )
@@ -273,6 +286,8 @@ def _read_plan(text: str) -> tuple:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"`--plan` must be JSON, but got {text[:60]!r} ({e.msg})") from None
+    if isinstance(data, dict) and "plan" not in data:
+        raise ValueError(f"a `--plan` recipe must hold a 'plan', but has keys {sorted(data)}")
     return plans.from_json(data["plan"] if isinstance(data, dict) else data)
 
 

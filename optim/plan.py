@@ -81,13 +81,23 @@ def to_json(plan: Sequence[object]) -> list[dict]:
 
 def from_json(items: Sequence[dict]) -> tuple:
     """Inverse of :func:`to_json` (validates every config through its ``__post_init__``)."""
+    if isinstance(items, (str, dict)) or not isinstance(items, Sequence):
+        raise ValueError(f"a plan must be a list of steps, but got {str(items)[:60]!r}")
     plan = []
     for item in items:
+        if not isinstance(item, dict):
+            raise ValueError(f"each plan step must be an object, but got {str(item)[:60]!r}")
         item = dict(item)
         name = item.pop("technique", None)
         if name not in REGISTRY:
             raise ValueError(f"unknown technique {name!r}; registered: {sorted(REGISTRY)}")
-        plan.append(REGISTRY[name].config(**item))
+        config = REGISTRY[name].config
+        if unknown := sorted(set(item) - {f.name for f in dataclasses.fields(config)}):
+            raise ValueError(
+                f"`{name}` has no field {unknown[0]!r}; its fields are "
+                f"{[f.name for f in dataclasses.fields(config)]}"
+            )
+        plan.append(config(**item))
     return validate(plan)
 
 

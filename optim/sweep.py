@@ -8,6 +8,7 @@ clock is running. A resumed run computes only the configs whose rows are missing
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import multiprocessing as mp
@@ -143,7 +144,12 @@ def create(
     source = get_source(model)
     all_plans = {plans.key(()): ()}
     for p in plan_list:
-        plans.validate(p)
+        torch_steps = plans.split(p)[0]
+        if torch_steps and source.onnx_path is not None:
+            raise ValueError(
+                f"{plans.label(torch_steps)!r} needs a torch model, but {source.name!r} is an "
+                "ONNX file: only graph-stage steps (quantize, prune, int8) apply to it"
+            )
     check(source)
     for p in plan_list:
         all_plans.setdefault(plans.key(p), plans.validate(p))
@@ -304,31 +310,39 @@ state = run_state  # the run's state, e.g. "interrupted" (see optim.store.run_st
 TRAINING_GUESS_S = 60.0  # a training prefix this model has never run: a round guess
 
 
+def _trains(steps: Sequence[object]) -> bool:
+    """Whether the torch-stage ``steps`` train (a config with epochs), not just reshape."""
+    return any(f.name.startswith("epochs") for c in steps for f in dataclasses.fields(c))
+
+
 def estimate_seconds(
     store: Store, model: str, plan_list: Sequence[Sequence[object]], jobs: int = 0
 ) -> float:
     """A rough wall time for a run of ``plan_list`` (the baseline added), from this model's
     earlier runs: each config costs the mean time of earlier rows without training (else 2 s);
-    each distinct torch-stage prefix (a distilled student, a fine-tuned pruned model) is built
+    each distinct torch-stage prefix that trains (a distilled student, a fine-tune) is built
     once and costs what the slowest earlier row with that prefix took (else 60 s). Spread over
-    the workers, plus ~15 s of start-up and baseline."""
-    prefixes = {plans.key(plans.split(p)[0]) for p in plan_list} - {plans.key(())}
+    the workers, but never less than the longest single training (the configs built on it wait
+    for it), plus ~15 s of start-up and baseline."""
+    prefixes = {plans.key(t) for t in (plans.split(p)[0] for p in plan_list) if _trains(t)}
     n = len({plans.key(()), *(plans.key(p) for p in plan_list)})
     plain, trained = [], {}
     runs = store.runs()
     for run_id in runs.loc[runs["model"] == model, "id"].head(5):
         df = store.results(int(run_id))
-        if df.empty:
-            continue
-        for plan_json, sec in zip(df["plan"], df["seconds"], strict=True):
+        for plan_json, sec in zip(df.get("plan", ()), df.get("seconds", ()), strict=True):
+            try:
+                steps = plans.split(plans.from_json(plan_json))[0]
+            except (ValueError, TypeError):  # a plan an older version allowed: no history
+                continue
             if sec != sec or sec is None:
                 continue
-            prefix = plans.key(plans.split(plans.from_json(plan_json))[0])
-            if prefix == plans.key(()):
-                plain.append(sec)
+            if _trains(steps):
+                key = plans.key(steps)
+                trained[key] = max(trained.get(key, 0.0), sec)
             else:
-                trained[prefix] = max(trained.get(prefix, 0.0), sec)
+                plain.append(sec)
     per = float(np.mean(plain)) if plain else 2.0
-    training = sum(trained.get(k, TRAINING_GUESS_S) for k in prefixes)
+    costs = [trained.get(k, TRAINING_GUESS_S) for k in prefixes]
     workers = jobs or min(os.cpu_count() or 1, n)
-    return 15.0 + (per * n + training) / workers
+    return 15.0 + max((per * n + sum(costs)) / workers, max(costs, default=0.0) + per)

@@ -186,8 +186,9 @@ def fit(
                 return kd_loss(out, tb, yb, temperature, alpha)
             return (loss_fn or F.cross_entropy)(out, yb)
 
-        def score() -> tuple[float, float]:  # higher is better
-            recalibrate_bn_(model, x)  # validate on exact BatchNorm statistics, kept if best
+        def score(recalibrate: bool = True) -> tuple[float, float]:  # higher is better
+            if recalibrate:  # validate on exact BatchNorm statistics, kept if best
+                recalibrate_bn_(model, x)
             out = logits(model, vx)
             return float((out.argmax(1) == vy).float().mean()), -float(objective(out, vy, t_val))
 
@@ -196,7 +197,8 @@ def fit(
         steps = epochs * -(-len(x) // BATCH_SIZE)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         gen = torch.Generator().manual_seed(seed)
-        best, best_state, stale = score(), copy.deepcopy(model.state_dict()), 0
+        # the starting weights compete as they came in (their own BatchNorm statistics)
+        best, best_state, stale = score(recalibrate=False), copy.deepcopy(model.state_dict()), 0
         for _ in range(epochs):
             model.train()
             for idx in torch.randperm(len(x), generator=gen).split(BATCH_SIZE):

@@ -441,10 +441,15 @@ def form_fields(config: type) -> list[FormField]:
     return out
 
 
-def filled_fields(config: type) -> dict[str, str]:
+def filled_fields(config: type, values: dict) -> dict[str, str]:
     """Fields a form fills from a measurement of the model instead of asking for them, and
-    which measurement (``"sensitivity"``: :func:`optim.sensitivity.rank` of the model)."""
-    return {f.name: f.metadata["fill"] for f in dataclasses.fields(config) if "fill" in f.metadata}
+    which measurement (``"sensitivity"``: :func:`optim.sensitivity.rank` of the model); a
+    field with ``fill_if`` only when that other field's value is set."""
+    return {
+        f.name: f.metadata["fill"]
+        for f in dataclasses.fields(config)
+        if "fill" in f.metadata and values.get(f.metadata.get("fill_if", f.name), True)
+    }
 
 
 # ------------------------------------------------------------------ models and plans

@@ -83,6 +83,16 @@ def _fails(argv, capsys, match):
         ([*SMALL, "--distill", "1.5"], "`0 < student width < 1` must hold, but got width=1.5"),
         ([*SMALL, "--order", "sideways"], "`order` must be one of"),
         (["sweep", "--model", "digits_cnn", "--plan", "[{"], "`--plan` must be JSON"),
+        (["sweep", "--model", "digits_cnn", "--plan", '{"x": 1}'], "must hold a 'plan'"),
+        (
+            ["sweep", "--model", "digits_cnn", "--plan", '[{"technique": "Quantize", "bitz": 3}]'],
+            "`Quantize` has no field 'bitz'",
+        ),
+        (["sweep", "--model", "digits_cnn", "--plan", "[3]"], "each plan step must be an object"),
+        (
+            ["sweep", "--model", "digits_cnn", "--plan", "[]", "--structured"],
+            "`--structured` shapes the grid, but only `--plan` was given",
+        ),
         (["sweep", "--model", "digits_cnn", "--plan", "@/no/such.json"], "cannot be read"),
         (
             [

@@ -212,8 +212,13 @@ def test_students_are_the_teachers_family_at_width_and_depth(family, name):
     assert shallow.eval()(x).shape == half.eval()(x).shape == (2, 10)
     blocks = sum(type(m).__name__ in ("BasicBlock", "InvertedResidual") for m in half.modules())
     kept = sum(type(m).__name__ in ("BasicBlock", "InvertedResidual") for m in shallow.modules())
-    # resnet: 4 stages of 2 -> 1 each; mobilenet: stages of 1, 2, 3, 2, 3 -> 1, 1, 2, 1, 2
-    assert (blocks, kept) == {"resnet": (8, 4), "mobilenet": (11, 7)}[family]
+    # resnet: 4 stages of 2 -> 1 each; mobilenet: stages of 1, 2, 3, 2, 3 -> 1 each
+    assert (blocks, kept) == {"resnet": (8, 4), "mobilenet": (11, 5)}[family]
+    three_quarters = student(family, 0.5, shape, 10, depth=0.75)  # rounded down, never to 100 %
+    kept = sum(
+        type(m).__name__ in ("BasicBlock", "InvertedResidual") for m in three_quarters.modules()
+    )
+    assert kept == {"resnet": 4, "mobilenet": 7}[family]  # mobilenet: 1, 1, 2, 1, 2
 
 
 def test_a_depth_multiplier_needs_repeated_blocks():

@@ -9,7 +9,7 @@ from optim.artifact import export_onnx
 from optim.profile import profile
 from optim.sources import get_source, onnx_source, sample_source
 from optim.sweep import Settings, grid, sweep
-from optim.techniques import StructuredPrune
+from optim.techniques import Distill, Quantize, StructuredPrune
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,12 @@ def test_without_labels_the_metric_is_agreement_with_baseline(byo, fresh_store):
     assert df.loc["int2 w/channel", "accuracy"] == df.loc["int2 w/channel", "agreement"] < 1.0
 
 
-def test_onnx_sources_refuse_torch_steps(byo, fresh_store):
+def test_onnx_sources_refuse_torch_steps_before_anything_is_written(byo, fresh_store):
     spec = f"{byo}/m.onnx:{byo}/labels.npz"
-    run_id = sweep(
-        spec, [(StructuredPrune(0.5),)], Settings(min_seconds=0.02, jobs=1), fresh_store
-    )
-    row = fresh_store.results(run_id).set_index("label").loc["channels -50%"]
-    assert "needs a torch model" in row["error"]
+    for plan in [(StructuredPrune(0.5),), (Distill(0.5), Quantize(4))]:
+        with pytest.raises(ValueError, match=r"needs a torch model, but 'm' is an ONNX file"):
+            sweep(spec, [plan], Settings(min_seconds=0.02, jobs=1), fresh_store)
+    assert len(fresh_store.runs()) == 0
 
 
 def test_npz_is_never_unpickled(tmp_path):

@@ -13,6 +13,12 @@ def _c(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+def _n(blocks: int, depth: float) -> int:
+    """Blocks kept at ``depth``: rounded down (at least one), so a depth below 1 always drops
+    some (round-half-even would keep both of 2 blocks at 75 %)."""
+    return max(1, math.floor(blocks * depth + 1e-9))
+
+
 def _cnn(width: float, depth: float, shape: tuple[int, ...], classes: int) -> nn.Module:
     """The digits CNN (32-64-64 channels, two 2x2 max-pools) at ``width``; else the generic one."""
     if len(shape) != 3 or min(shape[1:]) < 4:
@@ -47,7 +53,7 @@ def _vit(width: float, depth: float, shape: tuple[int, ...], classes: int) -> nn
         return _generic(width, depth, shape, classes)
     heads = 4
     return DigitsViT(
-        dim=heads * _c(16, width), depth=_c(2, depth), heads=heads, mlp_dim=_c(128, width)
+        dim=heads * _c(16, width), depth=_n(2, depth), heads=heads, mlp_dim=_c(128, width)
     )
 
 
@@ -66,7 +72,7 @@ def _resnet(width: float, depth: float, shape: tuple[int, ...], classes: int) ->
         if stride != 1 or cin != cout:
             down = nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
         blocks.append(BasicBlock(cin, cout, stride, down))
-        blocks += [BasicBlock(cout, cout) for _ in range(_c(2, depth) - 1)]
+        blocks += [BasicBlock(cout, cout) for _ in range(_n(2, depth) - 1)]
         cin = cout
     return nn.Sequential(
         nn.Conv2d(shape[0], c[0], 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(c[0]),
@@ -90,7 +96,7 @@ def _mobilenet(width: float, depth: float, shape: tuple[int, ...], classes: int)
     stages: dict[int, list[int]] = {}
     for i, b in enumerate(full):
         stages.setdefault(b.out_channels, []).append(i)
-    keep = sorted(i for idx in stages.values() for i in idx[: _c(len(idx), depth)])
+    keep = sorted(i for idx in stages.values() for i in idx[: _n(len(idx), depth)])
     return MobileNetV3([blocks[i] for i in keep], last, num_classes=classes)
 
 

@@ -55,10 +55,12 @@ class MixedQuantize:
     )
     sensitivity: tuple[str, ...] = field(
         default=(),
-        # "fill": forms fill it with the model's measured ranking rather than ask for it
+        # "fill": forms fill it with the model's measured ranking (when keep_8bit is set)
+        # rather than ask for it
         metadata={
             "help": "layer names, most sensitive first (optim.sensitivity.rank)",
             "fill": "sensitivity",
+            "fill_if": "keep_8bit",
         },
     )
     granularity: str = granularity_field()

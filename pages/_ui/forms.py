@@ -162,9 +162,18 @@ def advanced_form(model: str) -> list[tuple]:
             for f, col in zip(fields, st.columns(max(len(fields), 3)), strict=False):
                 with col:
                     values[f.name] = field_input(f, key=f"adv_{name}_{f.name}")
-            for field_name, fill in ui.filled_fields(tech.config).items():
-                values[field_name] = FILLERS[fill](model)
+            for field_name, fill in ui.filled_fields(tech.config, values).items():
+                if ui.model_note(model)[0] != "ready":
+                    problem = f"{name}: {field_name} needs {model}'s trained weights first"
+                    continue
+                try:
+                    values[field_name] = FILLERS[fill](model)
+                except ValueError as e:
+                    problem = f"{name}: {field_name} could not be measured: {e}"
+                    continue
                 st.caption(f"{field_name.replace('_', ' ')}: from the {fill} of {model}")
+            if problem:
+                continue
             try:
                 plan.append(tech.config(**values))
             except (TypeError, ValueError) as e:
