@@ -98,8 +98,9 @@ _MODELS: dict[tuple[str, str], object] = {}  # per-process: torch models after a
 def _torch_model(spec: str, torch_steps: tuple):
     """The source's model after ``torch_steps``, reusing the longest prefix this process built
     (two plans that distill the same student and then differ train the student once here)."""
-    if (spec, plans.key(torch_steps)) in _MODELS:
-        return _MODELS[spec, plans.key(torch_steps)]
+    key = (spec, plans.key(torch_steps))
+    if key in _MODELS:
+        return _MODELS[key]
     if not torch_steps:
         return get_source(spec).build()
     source = get_source(spec)
@@ -107,20 +108,25 @@ def _torch_model(spec: str, torch_steps: tuple):
     model = plans.apply(_torch_model(spec, torch_steps[:-1]), torch_steps[-1:], ctx)
     if len(_MODELS) >= 4:  # students and fine-tunes of the big samples are 5-45 MB each
         _MODELS.pop(next(iter(_MODELS)))
-    _MODELS[spec, plans.key(torch_steps)] = model
+    _MODELS[key] = model
     return model
+
+
+def check_torch_steps(source: ModelSource, torch_steps: Sequence[object]) -> None:
+    """Torch-stage steps (training, channel pruning, distillation) need a torch model: refuse
+    them for an ONNX-file source, in one line."""
+    if torch_steps and source.onnx_path is not None:
+        raise ValueError(
+            f"{plans.label(torch_steps)!r} needs a torch model, but {source.name!r} is an "
+            "ONNX file: only graph-stage steps (quantize, prune, int8) apply to it"
+        )
 
 
 def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     source = get_source(spec)
     torch_steps = plans.from_json(json.loads(torch_key))
+    check_torch_steps(source, torch_steps)
     if source.onnx_path is not None:
-        if torch_steps:
-            raise ValueError(
-                f"{plans.label(torch_steps)!r} needs a torch model, but {source.name!r} is an ONNX file"
-            )
-        import onnx
-
         return Graph(onnx.load(source.onnx_path), {}), None
     model = _torch_model(spec, torch_steps)
     return Graph(export_onnx(model, source.example), {}), _flops(model, source.example)

@@ -24,7 +24,7 @@ from optim import build as builder
 from optim import measure
 from optim import plan as plans
 from optim.artifact import Graph
-from optim.build import Settings, evaluate
+from optim.build import Settings, check_torch_steps, evaluate
 from optim.sources import check, get_source, source_spec
 from optim.store import Store, home, pid_alive, run_state
 from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
@@ -144,12 +144,7 @@ def create(
     source = get_source(model)
     all_plans = {plans.key(()): ()}
     for p in plan_list:
-        torch_steps = plans.split(p)[0]
-        if torch_steps and source.onnx_path is not None:
-            raise ValueError(
-                f"{plans.label(torch_steps)!r} needs a torch model, but {source.name!r} is an "
-                "ONNX file: only graph-stage steps (quantize, prune, int8) apply to it"
-            )
+        check_torch_steps(source, plans.split(p)[0])
     check(source)
     for p in plan_list:
         all_plans.setdefault(plans.key(p), plans.validate(p))

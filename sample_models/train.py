@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import sample_models
 from optim.sources import Split
-from optim.train import random_shift
+from optim.train import random_shift, recalibrate_bn_
 from sample_models import SAMPLES, TrainConfig
 from sample_models.models import Standardize
 
@@ -66,22 +66,6 @@ def accuracy(model: torch.nn.Module, split: Split) -> float:
     return float((predict(model, split.x) == split.y).mean())
 
 
-@torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
-    """Recompute BatchNorm running statistics as exact averages over the clean inputs ``x``."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    model.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: equal weight for every batch
-        bn.train()
-    for i in range(0, len(x), batch_size):
-        model(x[i : i + batch_size])
-    for bn in bns:
-        bn.momentum = 0.1
-    model.eval()
-
-
 def fit(model: torch.nn.Module, train: Split, cfg: TrainConfig, desc: str = "") -> None:
     """Train ``model`` on ``train`` with ``cfg`` (AdamW, one-cycle lr), progress bar on stderr."""
     x, y = torch.tensor(train.x), torch.tensor(train.y)
@@ -102,7 +86,7 @@ def fit(model: torch.nn.Module, train: Split, cfg: TrainConfig, desc: str = "") 
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     if cfg.recalibrate_bn:
-        recalibrate_bn(model, x)
+        recalibrate_bn_(model, x)
     model.eval()
 
 

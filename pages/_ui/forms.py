@@ -171,7 +171,9 @@ def advanced_form(model: str) -> list[tuple]:
                 except ValueError as e:
                     problem = f"{name}: {field_name} could not be measured: {e}"
                     continue
-                st.caption(f"{field_name.replace('_', ' ')}: from the {fill} of {model}")
+                st.caption(
+                    f"{field_name.replace('_', ' ')}: filled in from {model}'s measured {fill}"
+                )
             if problem:
                 continue
             try:
