@@ -1,16 +1,16 @@
-"""What ships: an ONNX graph plus its weights, packed.
+"""What ships: a standard ONNX file that stock ONNX Runtime loads, and its compressed download.
 
-The packed artifact (``.optim``) is a safetensors file whose tensors are the ONNX graph with its
-weights removed (``__graph__``) and one byte blob (``__blob__``); the metadata says how each
-weight is stored: sub-8-bit codes bit-packed, pruned tensors as a bitmask plus their non-zero
-entries, optionally zstd on top. :func:`unpack` rebuilds the executable ONNX graph, bit for bit
-the one that was measured, because the executed weights are computed from the stored codes by the
-same numpy expression (:func:`Encoding.dequantize`).
+Techniques work on a :class:`Graph`: an fp32 ONNX model plus, for the weights they rounded or
+pruned, an :class:`Encoding` of how each is stored. :func:`to_onnx` turns it into the file that
+ships: N-bit weights become integer initializers behind ``DequantizeLinear`` (INT2/UINT2 at
+opset 25, INT4/UINT4 at opset 21, INT8/UINT8 otherwise; 3-bit codes in 4-bit storage, 5-7 bit
+codes in 8-bit storage), float16 weights a float16 initializer and a ``Cast``, pruned fp32
+weights an ONNX sparse initializer where that is smaller than dense. Its byte length is the
+size; ``model.onnx.zst`` (zstd, a standard format) is the download when it is smaller.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -18,35 +18,23 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
+from onnx import TensorProto, helper, numpy_helper
 
-MAGIC_ZSTD = b"\x28\xb5\x2f\xfd"  # zstd frame magic: the file is compressed as a whole
-SPARSE_MIN = 0.5  # below half zeros a bitmask costs more than it saves
+from optim.rows import Stored, stored_of
 
-
-def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Pack unsigned integer codes (each < 2**bits) into a little-endian bit stream (uint8).
-
-    Example:
-        >>> pack_bits(np.array([1, 2, 3]), 2).tolist()  # 01 10 11 -> 0b00111001
-        [57]
-    """
-    if not 1 <= bits <= 8:
-        raise ValueError(f"`1 <= bits <= 8` must hold, but got bits={bits}")
-    codes = np.asarray(codes).astype(np.uint8).ravel()
-    if codes.size and int(codes.max()) >= 1 << bits:
-        raise ValueError(f"codes must be < 2**bits={1 << bits}, but got max={int(codes.max())}")
-    # (N, bits) little-endian bit planes -> one flat bit stream -> bytes
-    planes = np.unpackbits(codes[:, None], axis=1, bitorder="little")[:, :bits]
-    return np.packbits(planes.ravel(), bitorder="little")
+# storage bits -> (signed, unsigned) ONNX element type, and the opset whose DequantizeLinear
+# takes it (ONNX Runtime >= 1.20 runs INT4 at opset 21, >= 1.23 INT2 at opset 25)
+CONTAINERS = {
+    2: ((TensorProto.INT2, TensorProto.UINT2), 25),
+    4: ((TensorProto.INT4, TensorProto.UINT4), 21),
+    8: ((TensorProto.INT8, TensorProto.UINT8), 13),
+}
+SPARSE_MAX_DENSITY = 0.3  # COO costs 12 bytes per kept fp32 weight (value + int64 index)
 
 
-def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: the first ``count`` codes as uint8."""
-    stream = np.unpackbits(packed, bitorder="little")[: count * bits].reshape(count, bits)
-    return np.packbits(stream, axis=1, bitorder="little").ravel()
+def container_bits(bits: int) -> int:
+    """Storage width for ``bits``-bit codes: ``container_bits(3)`` is 4, ``container_bits(6)`` 8."""
+    return next(c for c in sorted(CONTAINERS) if bits <= c)
 
 
 @dataclass(frozen=True)
@@ -54,10 +42,10 @@ class Encoding:
     """How one float weight is stored: ``w = (codes - zero_point) * scale`` then pruned by ``mask``.
 
     ``codes`` has the weight's shape (uint8, < 2**bits); ``scale`` and ``zero_point`` broadcast
-    against it (per-channel: shape (C, 1, ...) along ``axis``; per-tensor: shape ()). ``bits`` of
-    16 means float16 storage (``codes`` then holds the float16 values and scale/zero_point are
-    unused); 32 means float32 storage (used for pruned-only weights). ``mask`` (bool, weight's
-    shape) marks the kept entries; None means dense.
+    against it (per-channel: shape (C, 1, ...) along the channel axis; per-tensor: shape ()).
+    ``bits`` of 16 means float16 storage (``codes`` then holds the float16 values and
+    scale/zero_point are unused); 32 means float32 storage (used for pruned-only weights).
+    ``mask`` (bool, weight's shape) marks the kept entries; None means dense.
     """
 
     codes: np.ndarray
@@ -67,7 +55,7 @@ class Encoding:
     mask: np.ndarray | None = None
 
     def dequantize(self) -> np.ndarray:
-        """The float32 weight the executable graph holds (the only place this is computed)."""
+        """The float32 weight (what ``DequantizeLinear`` computes from the shipped codes)."""
         if self.bits >= 16:
             w = self.codes.astype(np.float32)
         else:
@@ -81,17 +69,16 @@ class Encoding:
 
 @dataclass(frozen=True)
 class Graph:
-    """An executable ONNX model plus how its weights are stored, and labels for what runs.
+    """An fp32 ONNX model plus how its weights are stored, and a label for what executes.
 
-    ``encodings`` maps initializer names to their :class:`Encoding`; initializers not named there
-    are stored as they are (sparse-encoded when mostly zeros). ``precision`` says what executes
-    (e.g. "fp32", "int8 QDQ u8s8"); ``stored`` says how weights are stored (e.g. "4-bit").
+    ``encodings`` maps initializer names to their :class:`Encoding`; the model holds their
+    dequantized fp32 values, so the next technique of a plan reads plain weights.
+    ``precision`` says what executes (e.g. "fp32", "int8 QDQ u8s8").
     """
 
     model: onnx.ModelProto
     encodings: dict[str, Encoding]
     precision: str = "fp32"
-    stored: str = "fp32"
 
     def with_weights(self, encodings: dict[str, Encoding], **labels: str) -> Graph:
         """A new Graph whose named initializers are replaced by their dequantized encodings."""
@@ -126,145 +113,116 @@ def weight_initializers(model: onnx.ModelProto) -> dict[str, int]:
     }
 
 
-# ---------------------------------------------------------------------------- packing
+# ---------------------------------------------------------------------------- the shipped file
 
 
-class _Blob:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
+def _int_tensor(values: np.ndarray, elem_type: int, name: str) -> TensorProto:
+    """An integer initializer of ``elem_type`` (INT2/INT4 are packed little-endian, as ONNX
+    defines them, through ml_dtypes)."""
+    import ml_dtypes
 
-    def add(self, arr: np.ndarray) -> list[int]:
-        data = np.ascontiguousarray(arr).tobytes()
-        self.parts.append(data)
-        self.size += len(data)
-        return [self.size - len(data), len(data)]
+    dtype = {
+        TensorProto.INT2: ml_dtypes.int2, TensorProto.UINT2: ml_dtypes.uint2,
+        TensorProto.INT4: ml_dtypes.int4, TensorProto.UINT4: ml_dtypes.uint4,
+        TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8,
+    }[elem_type]  # fmt: skip
+    return numpy_helper.from_array(np.asarray(values).astype(dtype), name)
 
 
-def _pack_tensor(
-    name: str, arr: np.ndarray, enc: Encoding | None, blob: _Blob, compress: bool
-) -> dict:
-    spec: dict = {"shape": list(arr.shape), "dtype": arr.dtype.str}
-    mask = enc.mask if enc is not None else None
-    if enc is None and arr.size >= 64 and np.mean(arr == 0) >= SPARSE_MIN:
-        mask = arr != 0
-    keep = (lambda a: a[mask]) if mask is not None else (lambda a: a.ravel())
-    if mask is not None:
-        spec["mask"] = blob.add(np.packbits(mask.ravel(), bitorder="little"))
-    if enc is None:
-        spec["kind"] = "raw"
-        spec["values"] = blob.add(keep(arr))
-    elif enc.bits >= 16:
-        spec["kind"], spec["bits"] = "float", enc.bits
-        spec["values"] = blob.add(keep(enc.codes).astype(np.float16 if enc.bits == 16 else "<f4"))
+def _dequantize_node(name: str, enc: Encoding, shape: tuple[int, ...]):
+    """(initializers, DequantizeLinear node producing ``name``, storage bits) for N-bit codes."""
+    box = container_bits(enc.bits)
+    (signed, unsigned), _ = CONTAINERS[box]
+    codes, zp = enc.codes.astype(np.int16), np.asarray(enc.zero_point).astype(np.int16)
+    if enc.mask is not None:
+        codes = np.where(enc.mask, codes, zp)  # a pruned weight is the zero point: exactly 0
+    scale = np.asarray(enc.scale, np.float32)
+    axis = next((i for i, n in enumerate(scale.shape) if n > 1 and n == shape[i]), None)
+    squeeze = (lambda a: a.reshape(-1)) if axis is not None else (lambda a: a.reshape(()))
+    if axis is None and scale.size > 1:
+        raise ValueError(f"scale of {name!r} has shape {scale.shape}: not per tensor or channel")
+    inits = [numpy_helper.from_array(squeeze(scale), f"{name}.scale")]
+    if np.all(zp == 1 << (enc.bits - 1)):  # symmetric: signed codes, zero point 0 (omitted)
+        inits.insert(0, _int_tensor(codes - zp, signed, f"{name}.q"))
+        inputs = [f"{name}.q", f"{name}.scale"]
     else:
-        spec["kind"], spec["bits"] = "quant", enc.bits
-        # Under zstd, 2-3 bit codes kept one per byte entropy-code better (zstd's Huffman stage
-        # sees their skewed distribution) than bit-packed; from 4 bits on packing is as good.
-        spec["packed"] = not (compress and enc.bits <= 3)
-        codes = keep(enc.codes)
-        spec["codes"] = blob.add(pack_bits(codes, enc.bits) if spec["packed"] else codes)
-        spec["qshape"] = list(np.shape(enc.scale))
-        spec["scale"] = blob.add(np.asarray(enc.scale, "<f4"))
-        spec["zero_point"] = blob.add(np.asarray(enc.zero_point, np.uint8))
-    return spec
+        inits.insert(0, _int_tensor(codes, unsigned, f"{name}.q"))
+        inits.append(_int_tensor(squeeze(zp), unsigned, f"{name}.zero_point"))
+        inputs = [f"{name}.q", f"{name}.scale", f"{name}.zero_point"]
+    attrs = {"axis": axis} if axis is not None else {}
+    node = helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}.dequantize", **attrs)
+    return inits, node, box
 
 
-def _unpack_tensor(spec: dict, blob: bytes) -> np.ndarray:
-    def get(field: str, dtype: str) -> np.ndarray:
-        start, length = spec[field]
-        return np.frombuffer(
-            blob, dtype=dtype, count=length // np.dtype(dtype).itemsize, offset=start
-        )
-
-    shape = tuple(spec["shape"])
-    n = int(np.prod(shape))
-    mask = None
-    if "mask" in spec:
-        mask = np.unpackbits(get("mask", "u1"), bitorder="little")[:n].astype(bool).reshape(shape)
-    count = int(mask.sum()) if mask is not None else n
-
-    def place(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        if mask is None:
-            return values.reshape(shape)
-        out = np.zeros(shape, dtype)
-        out[mask] = values
-        return out
-
-    if spec["kind"] == "raw":
-        return place(get("values", spec["dtype"]), np.dtype(spec["dtype"])).astype(spec["dtype"])
-    if spec["kind"] == "float":
-        vals = get("values", "<f2" if spec["bits"] == 16 else "<f4")
-        return Encoding(place(vals, vals.dtype), spec["bits"], mask=mask).dequantize()
-    codes = get("codes", "u1")
-    if spec.get("packed", True):
-        codes = unpack_bits(codes, spec["bits"], count)
-    qshape = tuple(spec["qshape"])
-    enc = Encoding(
-        codes=place(codes, np.uint8),
-        bits=spec["bits"],
-        scale=get("scale", "<f4").reshape(qshape),
-        zero_point=get("zero_point", "u1").reshape(qshape),
-        mask=mask,
-    )
-    return enc.dequantize()
+def _sparse(name: str, w: np.ndarray) -> onnx.SparseTensorProto | None:
+    """``w`` as an ONNX sparse initializer (COO, linear int64 indices) if that is smaller."""
+    idx = np.flatnonzero(w).astype(np.int64)
+    if idx.size > SPARSE_MAX_DENSITY * w.size:
+        return None
+    values = numpy_helper.from_array(w.ravel()[idx], name)
+    return helper.make_sparse_tensor(values, numpy_helper.from_array(idx, f"{name}.indices"),
+                                     list(w.shape))  # fmt: skip
 
 
-def pack(graph: Graph, compress: bool = True) -> bytes:
-    """Serialize ``graph`` into the packed artifact format (see the module docstring)."""
-    skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(graph.model)
-    blob, layout = _Blob(), {}
-    for t in skeleton.graph.initializer:
-        arr = numpy_helper.to_array(t)
-        layout[t.name] = _pack_tensor(t.name, arr, graph.encodings.get(t.name), blob, compress)
-        t.ClearField("raw_data")
-        for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            t.ClearField(f)
-    # one metadata key: safetensors writes a multi-key header in hash order (not reproducible)
-    meta = {
-        "optim": json.dumps(
-            {"format": "optim-packed/1", "precision": graph.precision, "stored": graph.stored,
-             "layout": layout},
-            separators=(",", ":"),
-        )
-    }  # fmt: skip
-    tensors = {
-        "__graph__": np.frombuffer(skeleton.SerializeToString(), np.uint8),
-        "__blob__": np.frombuffer(b"".join(blob.parts), np.uint8),
-    }
-    data = st_save(tensors, metadata=meta)
-    if compress:
-        import zstandard
+def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` at ai.onnx ``opset`` or newer (the version converter's own passes)."""
+    have = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if have >= opset:
+        return model
+    from onnx import version_converter
 
-        # level 19 is slow (~2 MB/s): keep it for small artifacts, level 9 for large ones
-        level = 19 if len(data) < 8 << 20 else 9
-        data = zstandard.ZstdCompressor(level=level).compress(data)
-    return data
-
-
-def unpack(data: bytes) -> Graph:
-    """Rebuild the executable :class:`Graph` from packed bytes (never unpickles anything).
-
-    Raises:
-        ValueError: if ``data`` is not a packed artifact.
-    """
     try:
-        if data[:4] == MAGIC_ZSTD:
-            import zstandard
+        out = version_converter.convert_version(model, opset)
+    except Exception as e:  # noqa: BLE001 - one line for the row
+        raise ValueError(f"cannot upgrade the graph from opset {have} to {opset}: {e}") from None
+    out.ir_version = max(out.ir_version, model.ir_version)
+    return out
 
-            data = zstandard.ZstdDecompressor().decompress(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["optim"])
-        tensors = st_load(data)
-        layout = meta["layout"]
-        model = onnx.load_from_string(tensors["__graph__"].tobytes())
-    except Exception as e:  # noqa: BLE001 - any parse failure is one user-facing error
-        raise ValueError(f"not a packed optim artifact ({type(e).__name__}: {e})") from None
-    blob = tensors["__blob__"].tobytes()
-    for t in model.graph.initializer:
-        t.CopyFrom(numpy_helper.from_array(_unpack_tensor(layout[t.name], blob), t.name))
-    return Graph(model, {}, precision=meta.get("precision", ""), stored=meta.get("stored", ""))
+
+def to_onnx(graph: Graph) -> tuple[onnx.ModelProto, Stored]:
+    """The standard ONNX model that ships for ``graph``, and how its weights are stored.
+
+    Example:
+        >>> model, stored = to_onnx(graph)  # doctest: +SKIP
+        >>> str(stored)  # doctest: +SKIP
+        '4-bit (INT4): 97 % of parameters, fp32: 3 %'
+    """
+    need = max(
+        (CONTAINERS[container_bits(e.bits)][1] for e in graph.encodings.values() if e.bits < 16),
+        default=0,
+    )
+    model = _upgrade(graph.model, need) if need else graph.model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if need:
+        out.ir_version = max(out.ir_version, 11 if need >= 25 else 10)
+    inits = {t.name: t for t in out.graph.initializer}
+    new_inits, nodes, levels, sparse = [], [], {}, []
+    for name, enc in graph.encodings.items():
+        shape = tuple(inits[name].dims)
+        if enc.bits < 16:
+            more, node, _ = _dequantize_node(name, enc, shape)
+            new_inits += more
+            nodes.append(node)
+            levels[f"{name}.q"] = enc.bits
+        elif enc.bits == 16:
+            half = np.where(enc.mask, enc.codes, 0) if enc.mask is not None else enc.codes
+            new_inits.append(numpy_helper.from_array(half.astype(np.float16), f"{name}.fp16"))
+            nodes.append(helper.make_node("Cast", [f"{name}.fp16"], [name],
+                                          name=f"{name}.cast", to=TensorProto.FLOAT))  # fmt: skip
+        elif (sp := _sparse(name, enc.dequantize())) is not None:
+            sparse.append(sp)
+        else:
+            continue  # stays a dense fp32 initializer (already holds the pruned values)
+        del inits[name]
+    kept = [t for t in out.graph.initializer if t.name in inits]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept + new_inits)
+    out.graph.sparse_initializer.extend(sparse)
+    graph_nodes = list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes + graph_nodes)  # their inputs are initializers: order holds
+    return out, stored_of(out, levels)
 
 
 def write_atomic(path: str | Path, data: bytes) -> int:
@@ -284,19 +242,35 @@ def write_atomic(path: str | Path, data: bytes) -> int:
     return os.path.getsize(path)
 
 
-def write_artifact(graph: Graph, out_dir: str | Path, compress: bool = True) -> dict[str, int]:
-    """Write ``model.optim`` (packed) and ``model.onnx`` (its unpacked executable form).
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_artifact` wrote: the bytes of each file and how weights are stored."""
 
-    ``model.onnx`` is written from ``unpack(pack(graph))``, so what is measured is exactly what
-    the packed file holds. Returns the byte length of each file on disk.
-    """
+    size_bytes: int  # model.onnx, the file that runs
+    download_bytes: int | None  # model.onnx.zst when smaller than model.onnx, else None
+    stored: Stored
+
+
+def compress(data: bytes) -> bytes:
+    """zstd frame of ``data`` (``zstd -d`` opens it): level 19 up to 8 MB, 9 above (speed)."""
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=19 if len(data) < 8 << 20 else 9).compress(data)
+
+
+def write_artifact(graph: Graph, out_dir: str | Path) -> Written:
+    """Write ``model.onnx`` (what ships and runs) and ``model.onnx.zst`` (its download, only
+    when smaller) into ``out_dir``; the same graph always gives the same bytes."""
     out_dir = Path(out_dir)
-    packed = pack(graph, compress=compress)
-    executable = unpack(packed).model.SerializeToString()
-    return {
-        "size_bytes": write_atomic(out_dir / "model.optim", packed),
-        "onnx_bytes": write_atomic(out_dir / "model.onnx", executable),
-    }
+    model, stored = to_onnx(graph)
+    data = model.SerializeToString(deterministic=True)
+    size = write_atomic(out_dir / "model.onnx", data)
+    packed, download = compress(data), None
+    if len(packed) < len(data):
+        download = write_atomic(out_dir / "model.onnx.zst", packed)
+    else:
+        (out_dir / "model.onnx.zst").unlink(missing_ok=True)
+    return Written(size, download, stored)
 
 
 def fp32_bytes(model: onnx.ModelProto) -> int:

@@ -1,5 +1,6 @@
-"""Build one config (torch-stage steps, ONNX export, graph-stage steps) and measure the
-artifact it writes: accuracy with its interval, size, latency.
+"""Build one config (torch-stage steps, ONNX export, graph-stage steps) and measure the file it
+writes: accuracy with its interval and a paired test, size, memory; then time all of a run's
+files together (:func:`time_rows`).
 
 Exports are cached per process; in a sweep's workers, the exported torch-stage part of a plan (a
 distilled student, a pruned and fine-tuned model) is also shared through the run's folder, so
@@ -10,12 +11,13 @@ same worker process: torch models are not shared between processes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ import onnx
 from optim import measure
 from optim import plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
+from optim.rows import Row, plan_fields
 from optim.sources import ModelSource, get_source, source_spec
 
 
@@ -34,14 +37,25 @@ class Settings:
     threads: int = 1  # intra-op threads for latency; 1 = the embedded/edge worst case
     seed: int = 0
     jobs: int = 0  # worker processes; 0 = one per core, capped by the number of configs
-    compress: bool = True  # zstd over the packed artifact (entropy coding)
-    min_seconds: float = 0.5  # latency: time at least this long (and >= 50 runs)
+    min_seconds: float = 0.5  # latency: calls per config in all, over the interleaved rounds
+    rounds: int = 20  # latency: interleaved rounds (the bootstrap resamples these)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Settings:
+        """Settings stored with a run (fields an older version stored and this one dropped,
+        such as ``compress``, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"`threads >= 1` must hold, but got threads={self.threads}")
         if self.jobs < 0:
             raise ValueError(f"`jobs >= 0` must hold, but got jobs={self.jobs}")
+        if self.rounds < 2:
+            raise ValueError(f"`rounds >= 2` must hold, but got rounds={self.rounds}")
+        if not self.min_seconds > 0:
+            raise ValueError(f"`min_seconds > 0` must hold, but got min_seconds={self.min_seconds}")
 
 
 _GRAPHS: dict[tuple[str, str], tuple[Graph, float | None]] = {}  # per-process export cache
@@ -157,58 +171,66 @@ def evaluate(
     out_dir: Path,
     settings: Settings,
     baseline_pred: np.ndarray | None,
-    lock=None,
-) -> tuple[dict, np.ndarray]:
-    """Build, write and measure one config; returns (row, predictions on the test split)."""
+) -> tuple[Row, np.ndarray]:
+    """Build and write one config, and measure the written file: accuracy with its interval and
+    a paired test against ``baseline_pred`` (the baseline's test predictions; None for the
+    baseline itself), per-class accuracy, size, download size, peak memory and the fingerprint
+    of the graph ONNX Runtime executes. Latency comes later, from :func:`time_rows`, with every
+    config of the run timed together. Returns (row, predictions on the test split)."""
     t0 = time.perf_counter()
     graph, flops = build(source, plan, settings.seed)
-    sizes = write_artifact(graph, out_dir, compress=settings.compress)
-    sess = measure.session(out_dir / "model.onnx", settings.threads)  # the written artifact only
+    written = write_artifact(graph, out_dir)
+    shipped = out_dir / "model.onnx"
+    sess = measure.session(shipped, settings.threads)  # the written file only
     test = source.splits["test"]
     pred = measure.predict(sess, test.x).argmax(axis=1)
-    agree = None if baseline_pred is None else float(np.mean(pred == baseline_pred))
-    if source.metric == "top1":
-        acc, lo, hi = measure.accuracy_ci(pred == test.y, seed=settings.seed)
-    else:
-        ref = pred if baseline_pred is None else baseline_pred
-        acc, lo, hi = measure.accuracy_ci(pred == ref, seed=settings.seed)
-    with lock if lock is not None else _nolock():
-        lat = measure.latency(sess, source.example, min_seconds=settings.min_seconds)
-    params = sum(
-        int(np.prod(t.dims))
-        for t in graph.model.graph.initializer
-        if t.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
-    )  # not shapes
-    row = {
-        "key": plans.key(plan),
-        "label": plans.label(plan),
-        "family": plans.family(plan),
-        "is_baseline": len(plan) == 0,
-        "accuracy": acc,
-        "acc_low": lo,
-        "acc_high": hi,
-        "agreement": agree if agree is not None else 1.0,
-        **sizes,
-        "latency_p50_ms": lat.p50_ms,
-        "latency_p90_ms": lat.p90_ms,
-        "latency_cv": lat.cv,
-        "latency_runs": lat.runs,
-        "backend": measure.BACKEND,
-        "precision": graph.precision,
-        "stored": graph.stored + (" + zstd" if settings.compress else ""),
-        "params": params,
-        "flops": flops,
-        "threads": settings.threads,
-        "seconds": time.perf_counter() - t0,
-        "measured": "accuracy, size, latency measured on the artifact; flops counted on the torch model",
-        "artifact": str(out_dir),
-    }
+    base = pred if baseline_pred is None else baseline_pred
+    labels = test.y if source.metric == "top1" else base
+    correct, base_correct = pred == labels, base == labels
+    acc, lo, hi = measure.accuracy_ci(correct, seed=settings.seed)
+    vs = measure.paired(correct, base_correct, seed=settings.seed)
+    per_class = measure.class_accuracy(correct, labels)
+    worst = int(np.nanargmin(per_class)) if per_class else None
+    rss, _ = measure.run_alone(shipped, source.example)
+    row = Row(
+        key=plans.key(plan), label=plans.label(plan), family=plans.family(plan),
+        is_baseline=len(plan) == 0, **plan_fields(plan), metric=source.metric, n_test=len(labels),
+        accuracy=acc, acc_low=lo, acc_high=hi, agreement=float(np.mean(pred == base)),
+        acc_delta=vs.delta, delta_low=vs.low, delta_high=vs.high, acc_p=vs.p,
+        acc_verdict=vs.verdict if baseline_pred is not None else "baseline", class_acc=per_class, worst_class=worst,
+        worst_class_acc=per_class[worst] if worst is not None else None,
+        size_bytes=written.size_bytes, download_bytes=written.download_bytes,
+        peak_rss_bytes=rss, stored=str(written.stored), storage=written.stored.to_json(),
+        backend=measure.BACKEND, precision=graph.precision,
+        graph_id=measure.graph_id(shipped, settings.threads), params=written.stored.params,
+        flops=flops, threads=settings.threads, seconds=time.perf_counter() - t0,
+        artifact=str(out_dir),
+    )  # fmt: skip
     return row, pred
 
 
-class _nolock:
-    def __enter__(self):
-        return self
+def time_rows(
+    rows: Sequence[Row], settings: Settings, example: np.ndarray, progress=None
+) -> list[Row]:
+    """Time the shipped files of ``rows`` (the baseline among them) together, interleaved
+    (:func:`optim.measure.time_interleaved`), and return the rows with their latency."""
+    ok = [r for r in rows if r.error is None and r.artifact]
+    base = next((r for r in ok if r.is_baseline), None)
+    if base is None:
+        raise ValueError("timing needs the baseline's row among the rows")
+    timings = measure.time_interleaved(
+        {r.key: Path(r.artifact) / "model.onnx" for r in ok}, example, base.key,
+        threads=settings.threads, rounds=settings.rounds, min_seconds=settings.min_seconds,
+        seed=settings.seed, graph_ids={r.key: r.graph_id for r in ok}, progress=progress,
+    )  # fmt: skip
+    return [replace(r, **latency_fields(timings[r.key])) if r.key in timings else r for r in rows]
 
-    def __exit__(self, *exc):
-        return False
+
+def latency_fields(t: measure.Timing) -> dict:
+    """A :class:`~optim.measure.Timing` as the row's latency columns."""
+    return {
+        "latency_p50_ms": t.p50_ms, "latency_p90_ms": t.p90_ms, "p50_low": t.p50_low,
+        "p50_high": t.p50_high, "latency_cv": t.cv, "latency_rounds": t.rounds,
+        "speedup": t.speedup, "speedup_low": t.speedup_low, "speedup_high": t.speedup_high,
+        "speed_verdict": t.verdict,
+    }  # fmt: skip

@@ -53,7 +53,6 @@ PALETTE = qualitative.Plotly + qualitative.D3  # runs and profile panels
 GL_ROWS = 1000  # above this many rows, points use WebGL (go.Scattergl)
 FADED = 0.35  # opacity of dominated points
 ZOOM = 0.05  # the accuracy axis starts this far below min(floor, baseline accuracy)
-SLOWER_TOLERANCE = 0.05  # p50 must beat the baseline's by 5 % (or 2 CVs) to count as slower
 RED, GREY = "#B22222", "#555"
 _TEMPLATE = pio.templates["plotly_white"]  # the object validates faster than its name
 # plotly_white's layout only: its defaults for 50 other trace types cost the browser ~0.1 s a
@@ -164,9 +163,10 @@ def accuracy_range(acc: np.ndarray, floor: float, base: float) -> tuple[float, f
 def regressions(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the rows slower than the baseline and of those not smaller than it.
 
-    Slower only beyond timing noise: p50 > baseline p50 × (1 + max(5 %, 2 × the larger
-    ``latency_cv`` of the row and the baseline)). Not smaller: size_bytes >= the baseline's.
-    The baseline itself (and every row, without a baseline) is never flagged.
+    Slower only beyond timing noise: the row's paired speed-up interval lies below 1
+    (``speed_verdict == "slower"``, from the run's interleaved timing). Not smaller:
+    size_bytes >= the baseline's. The baseline itself (and every row, without a baseline) is
+    never flagged.
 
     Example:
         >>> slower, not_smaller = regressions(df)  # doctest: +SKIP
@@ -174,10 +174,9 @@ def regressions(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     n, b = len(df), baseline_index(df)
     if b is None:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    lat, size = _num(df, "latency_p50_ms"), _num(df, "size_bytes")
-    cv = np.nan_to_num(_num(df, "latency_cv"), nan=0.0, posinf=0.0)
-    tolerance = np.maximum(SLOWER_TOLERANCE, 2 * np.maximum(cv, cv[b]))
-    slower, bigger = lat > lat[b] * (1 + tolerance), size >= size[b]
+    size = _num(df, "size_bytes")
+    verdict = df["speed_verdict"] if "speed_verdict" in df.columns else pd.Series("", df.index)
+    slower, bigger = (verdict == "slower").to_numpy(), size >= size[b]
     slower[b] = bigger[b] = False
     return slower, bigger
 

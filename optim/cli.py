@@ -108,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--jobs", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-compress", action="store_true", help="no zstd over the packed artifact")
+    s.add_argument("--rounds", type=int, default=20,
+                   help="interleaved timing rounds (every config, the baseline in each)")  # fmt: skip
     s.add_argument("--resume", type=int, metavar="RUN", help="finish an interrupted run")
     s.add_argument("--out", type=Path, help="write the rows as CSV")
     se = sub.add_parser("search", help="NSGA-II search over per-layer bits and sparsity")
@@ -146,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", type=Path, required=True)
-    e = sub.add_parser("export", help="write a config's ONNX, packed artifact and JSON recipe")
+    e = sub.add_parser("export", help="write a config's ONNX file, its .zst download and JSON recipe")
     e.add_argument("run", type=int)
     e.add_argument("config", help="row number from the sweep table, or the config label")
     e.add_argument("--out", type=Path, required=True)
@@ -159,12 +160,26 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "config": ok["label"],
         "accuracy": [f"{a:.2%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in zip(ok["accuracy"], ok["acc_low"], ok["acc_high"], strict=False)],
+        "vs baseline": [ui_accuracy(r) for r in ok.to_dict("records")],
         "size": [fr_fmt_bytes(v) for v in ok["size_bytes"]],
         "p50 ms": ok["latency_p50_ms"].map(lambda v: f"{v:.3f}"),
+        "speed": [ui_speed(r) for r in ok.to_dict("records")],
         "executed": ok["precision"],
         "pareto": pareto_flags(ok),
     })  # fmt: skip
     return out
+
+
+def ui_accuracy(row: dict) -> str:
+    from optim.ui import accuracy_text
+
+    return accuracy_text(row)
+
+
+def ui_speed(row: dict) -> str:
+    from optim.ui import speed_text
+
+    return speed_text(row)
 
 
 def fr_fmt_bytes(n: float) -> str:
@@ -230,7 +245,7 @@ def _cmd_sweep(args, out) -> None:
                 "`--sparsity` to sweep a grid beside the plans"
             )
         settings = sw.Settings(
-            threads=args.threads, seed=args.seed, jobs=args.jobs, compress=not args.no_compress
+            threads=args.threads, seed=args.seed, jobs=args.jobs, rounds=args.rounds
         )
         if args.out is not None:
             _check_writable(args.out)
@@ -239,9 +254,9 @@ def _cmd_sweep(args, out) -> None:
     print(f"run {run_id}: {total} configs", file=sys.stderr)
     with tqdm(total=total, initial=len(store.keys(run_id)), unit="config", file=sys.stderr) as bar:
 
-        def progress(done: int, total: int, row: dict) -> None:
+        def progress(done: int, total: int, row) -> None:
             bar.n = done
-            bar.set_postfix_str(row.get("label", "")[:40])
+            bar.set_postfix_str("timed" if row is None else row.label[:40])
             bar.refresh()
 
         sw.execute(store, run_id, progress)
@@ -405,20 +420,24 @@ def _find(df: pd.DataFrame, config: str) -> pd.Series:
     return hits.iloc[0]
 
 
+SHIPPED = ("model.onnx", "model.onnx.zst")  # the file that runs, and its download when smaller
+
+
 def export(run: dict, row: pd.Series, out_dir: Path) -> list[Path]:
-    """Copy a config's ``model.onnx`` and ``model.optim`` to ``out_dir`` and write ``recipe.json``."""
+    """Copy a config's ``model.onnx`` (and ``model.onnx.zst``) to ``out_dir`` and write
+    ``recipe.json``."""
     src = Path(row["artifact"])
-    missing = [n for n in ("model.onnx", "model.optim") if not (src / n).is_file()]
-    if missing:
+    if not (src / "model.onnx").is_file():
         raise ValueError(
-            f"artifact files {missing} of {row['label']!r} are gone from {str(src)!r}; re-run the sweep"
+            f"the model.onnx of {row['label']!r} is gone from {str(src)!r}; re-run the sweep"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
-    for name in ("model.onnx", "model.optim"):
-        shutil.copyfile(src / name, out_dir / f".{name}.tmp")
-        (out_dir / f".{name}.tmp").replace(out_dir / name)
-        files.append(out_dir / name)
+    for name in SHIPPED:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out_dir / f".{name}.tmp")
+            (out_dir / f".{name}.tmp").replace(out_dir / name)
+            files.append(out_dir / name)
     files.append(out_dir / "recipe.json")
     write_atomic(files[-1], json.dumps(recipe(run, row), indent=2).encode())
     return files
@@ -427,8 +446,10 @@ def export(run: dict, row: pd.Series, out_dir: Path) -> list[Path]:
 def recipe(run: dict, row: pd.Series) -> dict:
     """The JSON recipe: plan, model, settings, measured figures and the command that rebuilds it."""
     plan = row["plan"]
-    figures = {k: row[k] for k in ("accuracy", "acc_low", "acc_high", "agreement", "size_bytes",
-                                   "latency_p50_ms", "latency_p90_ms", "precision", "stored", "backend")}  # fmt: skip
+    figures = {k: row[k] for k in ("accuracy", "acc_low", "acc_high", "acc_delta", "acc_p",
+                                   "agreement", "size_bytes", "download_bytes", "peak_rss_bytes",
+                                   "latency_p50_ms", "latency_p90_ms", "speedup", "speed_verdict",
+                                   "precision", "stored", "backend") if k in row}  # fmt: skip
     return {
         "model": run["spec"]["model"],
         "plan": plan,
@@ -450,26 +471,25 @@ def reproduce_command(model: str, plan: list, settings: dict) -> str:
 def _cmd_build(args, out) -> None:
     import tempfile
 
+    from optim.build import time_rows
     from optim.sources import get_source
 
     plan = _read_plan(args.plan)
     source = get_source(args.model)
     settings = sw.Settings(threads=args.threads, seed=args.seed)
     with tempfile.TemporaryDirectory() as d:
-        _, base_pred = sw.evaluate(source, (), Path(d), settings, None)
-    row, _ = sw.evaluate(source, plan, args.out, settings, base_pred)
-    for k in (
-        "label",
-        "accuracy",
-        "acc_low",
-        "acc_high",
-        "agreement",
-        "size_bytes",
-        "latency_p50_ms",
-        "precision",
-        "stored",
-    ):
-        print(f"{k:>15}: {row[k]}", file=out)
+        base, base_pred = sw.evaluate(source, (), Path(d), settings, None)
+        row, _ = sw.evaluate(source, plan, args.out, settings, base_pred)
+        if plan:
+            row = time_rows([base, row], settings, source.example)[1]
+        else:
+            row = time_rows([row], settings, source.example)[0]
+    values = row.to_dict()
+    values["vs baseline"], values["speed"] = ui_accuracy(values), ui_speed(values)
+    for k in ("label", "accuracy", "acc_low", "acc_high", "vs baseline", "agreement",
+              "size_bytes", "download_bytes", "peak_rss_bytes", "latency_p50_ms", "speed",
+              "precision", "stored"):  # fmt: skip
+        print(f"{k:>15}: {values[k]}", file=out)
 
 
 def threading_main() -> bool:

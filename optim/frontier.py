@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-MAXIMIZED = frozenset({"accuracy", "acc_low", "acc_high", "agreement"})
+MAXIMIZED = frozenset({"accuracy", "acc_low", "acc_high", "agreement", "worst_class_acc"})
 PREFER = ("size", "latency")
+FLOOR_ON = {"accuracy": "mean accuracy", "worst_class_acc": "worst class's accuracy"}
 _CHUNK = 128  # candidates resolved per step of the n-D sweep
 
 
@@ -106,13 +107,36 @@ def _cols(df: pd.DataFrame, cols: Sequence[str], also: Sequence[str] = ()) -> li
     return [df[c].to_numpy(dtype=float, na_value=np.nan) for c in cols]
 
 
+SAME_SPEED = ("same", "same graph")  # speed verdicts that claim no difference to the baseline
+
+
+def compared_latency(df: pd.DataFrame) -> np.ndarray:
+    """The p50 that comparisons use: the baseline's for a row whose speed-up interval includes
+    1 (``speed_verdict`` "same") or that executes the baseline's graph ("same graph"), the
+    row's own otherwise. So no config wins or loses on latency by timing noise alone.
+
+    Example:
+        >>> df = pd.DataFrame({"latency_p50_ms": [1.0, 0.9, 0.5], "is_baseline": [True, False,
+        ...     False], "speed_verdict": ["baseline", "same", "faster"]})
+        >>> compared_latency(df).tolist()
+        [1.0, 1.0, 0.5]
+    """
+    (lat,) = _cols(df, ["latency_p50_ms"])
+    b = baseline_index(df)
+    if b is None or "speed_verdict" not in df.columns:
+        return lat
+    same = df["speed_verdict"].isin(SAME_SPEED).to_numpy() & ~np.isnan(lat)
+    return np.where(same, lat[b], lat)
+
+
 def frontier(
     df: pd.DataFrame, objectives: Sequence[str] = ("accuracy", "size_bytes", "latency_p50_ms")
 ) -> np.ndarray:
     """Mask of the rows of ``df`` on the Pareto frontier of ``objectives``.
 
     Columns in ``MAXIMIZED`` (accuracy, its CI bounds, agreement) are maximized, all others
-    minimized. Rows with a NaN objective (e.g. latency not measured) are never on the frontier.
+    minimized; latency is :func:`compared_latency`. Rows with a NaN objective (e.g. latency not
+    timed yet) are never on the frontier.
 
     Args:
         df: Result rows.
@@ -121,7 +145,9 @@ def frontier(
     Example:
         >>> frontier(df, ("accuracy", "latency_p50_ms"))  # doctest: +SKIP
     """
-    v = np.array(_cols(df, objectives), dtype=float).T.reshape(len(df), len(objectives))
+    cols = _cols(df, objectives)
+    cols = [compared_latency(df) if o == "latency_p50_ms" else c for o, c in zip(objectives, cols, strict=True)]
+    v = np.array(cols, dtype=float).T.reshape(len(df), len(objectives))
     ok = ~np.isnan(v).any(axis=1)
     mask = np.zeros(len(df), dtype=bool)
     mask[ok] = pareto_mask(v[ok], [c not in MAXIMIZED for c in objectives])
@@ -139,6 +165,8 @@ class Constraints:
         max_size_bytes: Size budget (bytes on disk), ``None`` for none.
         max_latency_ms: p50 latency budget (ms), ``None`` for none.
         prefer: What the recommendation minimizes, ``"size"`` or ``"latency"``.
+        on: What the floor applies to: ``"accuracy"`` (the mean) or ``"worst_class_acc"`` (the
+            accuracy of the config's worst class, e.g. a classifier's recall on the rare class).
 
     Example:
         >>> Constraints(floor=0.99, relative=True, max_latency_ms=5.0, prefer="latency")
@@ -149,6 +177,7 @@ class Constraints:
     max_size_bytes: float | None = None
     max_latency_ms: float | None = None
     prefer: str = "size"
+    on: str = "accuracy"
 
     def __post_init__(self) -> None:
         if self.relative and not 0 < self.floor <= 1.5:
@@ -160,6 +189,8 @@ class Constraints:
                 raise ValueError(f"`{name} > 0` must hold, but got {name}={budget}")
         if self.prefer not in PREFER:
             raise ValueError(f"`prefer in {PREFER}` must hold, but got prefer={self.prefer!r}")
+        if self.on not in FLOOR_ON:
+            raise ValueError(f"`on in {tuple(FLOOR_ON)}` must hold, but got on={self.on!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +204,8 @@ class Recommendation:
         closest_key: When nothing qualifies, the config that comes closest.
         message: One or two plain-English sentences for a non-engineer.
         size_ratio: Baseline size / recommended size (``11.3`` = 11.3x smaller), or ``None``.
-        speedup: Baseline p50 / recommended p50 (``2.9`` = 2.9x faster), or ``None``.
+        speedup: The recommended config's paired speed-up over the baseline (``2.9`` = 2.9x
+            faster), 1.0 when it is the same speed within noise, ``None`` when not timed.
         constraints: The constraints it answers (charts draw the budgets from them).
 
     Example:
@@ -215,6 +247,20 @@ def _vs(base: float, val: float, more: str, less: str, same: str) -> tuple[float
     return r, f"{r:.1f}x {more}" if r > 1 else f"{1 / r:.1f}x {less}"
 
 
+def _speed(df: pd.DataFrame, i: int, b: int | None) -> tuple[float | None, str]:
+    """Row ``i``'s paired speed-up and its wording: "2.9x faster" only when the speed-up's 95 %
+    interval excludes 1 (``speed_verdict``), else "same speed as baseline (within noise)"."""
+    if b is None or i == b or "speedup" not in df.columns:
+        return None, ""
+    verdict, ratio = df["speed_verdict"].iloc[i], df["speedup"].iloc[i]
+    if not isinstance(verdict, str) or ratio is None or not math.isfinite(float(ratio)):
+        return None, ""  # not timed yet
+    if verdict in SAME_SPEED:
+        return 1.0, "same speed as baseline (within noise)"
+    ratio = float(ratio)
+    return ratio, f"{ratio:.1f}x faster" if ratio > 1 else f"{1 / ratio:.1f}x slower"
+
+
 def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
     """Recommend the config to ship under ``constraints``.
 
@@ -235,7 +281,10 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
         msg = "No results yet: run an optimization to get a recommendation."
         floor = math.nan if c.relative else float(c.floor)
         return Recommendation(None, np.zeros(0, dtype=bool), floor, None, msg, constraints=c)
-    acc, size, lat = _cols(df, ["accuracy", "size_bytes", "latency_p50_ms"], also=["key"])
+    acc, size, p50 = _cols(df, ["accuracy", "size_bytes", "latency_p50_ms"], also=["key"])
+    lat = compared_latency(df)
+    if c.on != "accuracy":
+        (acc,) = _cols(df, [c.on])
     keys = df["key"].astype(str).to_numpy()
     labels = df["label"].astype(str).to_numpy() if "label" in df.columns else keys
     b = baseline_index(df)
@@ -245,8 +294,10 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
             raise ValueError("a relative floor needs a baseline row with a measured accuracy")
         floor = float(c.floor * acc[b])
         floor_txt = f"{fmt_pct(floor)} ({100 * c.floor:g} % of baseline)"
+    if c.on != "accuracy":
+        floor_txt += f" on the {FLOOR_ON[c.on]}"
     budgets = [(size, c.max_size_bytes, "size", fmt_bytes)] if c.max_size_bytes else []
-    budgets += [(lat, c.max_latency_ms, "latency", fmt_ms)] if c.max_latency_ms else []
+    budgets += [(p50, c.max_latency_ms, "latency", fmt_ms)] if c.max_latency_ms else []
     acc_ok = acc >= floor - 1e-12
     over = np.zeros(n)  # summed relative overshoot of the budgets
     for v, lim, *_ in budgets:
@@ -256,13 +307,13 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
     budget_txt = " and ".join(f"{fmt(lim)} {name} budget" for _, lim, name, fmt in budgets)
     if feasible.any():
         i = _pick(feasible, size if c.prefer == "size" else lat, acc, keys)
-        base = (size[b], lat[b]) if b is not None else (math.nan, math.nan)
-        size_ratio, smaller = _vs(base[0], size[i], "smaller", "larger", "about the same size")
-        speedup, faster = _vs(base[1], lat[i], "faster", "slower", "about as fast")
+        base = size[b] if b is not None else math.nan
+        size_ratio, smaller = _vs(base, size[i], "smaller", "larger", "about the same size")
+        speedup, faster = _speed(df, i, b)
         lo, hi = (float(df[k].iloc[i]) if k in df else math.nan for k in ("acc_low", "acc_high"))
         ci = f" (95 % CI {100 * lo:.1f}-{fmt_pct(hi)})" if math.isfinite(lo + hi) else ""
         where = f"At a floor of {floor_txt}" + (f" within the {budget_txt}" if budgets else "")
-        plain = [fmt_bytes(size[i]), f"{fmt_ms(lat[i])} p50"]  # when there is no baseline
+        plain = [fmt_bytes(size[i]), f"{fmt_ms(p50[i])} p50"]  # when there is no baseline
         facts = [t for t in (smaller, faster) if t] or plain
         msg = (
             f"{where}, {int(feasible.sum())} of {n} configs qualify; ship `{labels[i]}`, the "
@@ -291,7 +342,7 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
         head = f"{acc_ok.sum()} of {n} configs reach {floor_txt}, none within the {budget_txt}"
     msg = (
         f"{head}; the closest is `{labels[j]}` at {fmt_pct(acc[j])}, {fmt_bytes(size[j])}, "
-        f"{fmt_ms(lat[j])} p50 ({', '.join(misses)}). "
+        f"{fmt_ms(p50[j])} p50 ({', '.join(misses)}). "
         f"Relax the floor{' or a budget' if budgets else ''} to get a recommendation."
     )
     return Recommendation(None, feasible, floor, keys[j], msg, constraints=c)

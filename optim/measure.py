@@ -1,18 +1,24 @@
-"""Measurements on an artifact: accuracy with a bootstrap interval, latency, CPU facts.
+"""Measurements on an artifact: accuracy with its interval and a paired test against the
+baseline, per-class accuracy, peak memory, interleaved latency with intervals, CPU facts.
 
-Everything here reads an executable ONNX graph (bytes or a path) and runs it in ONNX Runtime;
+Everything here reads the shipped ONNX file (a path or bytes) and runs it in ONNX Runtime;
 nothing touches the in-memory model that produced it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 BACKEND = f"onnxruntime {ort.__version__} CPU"
@@ -120,3 +126,227 @@ def latency(
         cv=float(1.4826 * np.median(np.abs(t - np.median(t))) / np.median(t)),
         runs=len(t),
     )
+
+
+# ---------------------------------------------------------------------------- paired accuracy
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A config's accuracy against the baseline's on the same test examples."""
+
+    delta: float  # accuracy - baseline accuracy
+    low: float  # 95 % paired bootstrap interval of delta
+    high: float
+    p: float  # McNemar's exact test (two-sided binomial test on the discordant pairs)
+    verdict: str  # "better" / "worse" when p < 0.05, else "same"
+
+
+def mcnemar_p(correct: np.ndarray, base_correct: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value: of the examples exactly one of the two gets right, is the
+    split compatible with 50:50?
+
+    Example:
+        >>> a = np.array([1] * 10 + [0] * 2 + [1] * 88, bool)  # 10 fixed, 2 broken
+        >>> b = np.array([0] * 10 + [1] * 2 + [1] * 88, bool)
+        >>> round(mcnemar_p(a, b), 4)
+        0.0386
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct, bool), np.asarray(base_correct, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"`correct.shape == base_correct.shape` must hold, but got {a.shape}, {b.shape}")
+    wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return 1.0 if wins + losses == 0 else float(binomtest(wins, wins + losses, 0.5).pvalue)
+
+
+def paired(
+    correct: np.ndarray, base_correct: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> Paired:
+    """Paired comparison of two correctness vectors over the same examples."""
+    a, b = np.asarray(correct, np.float64), np.asarray(base_correct, np.float64)
+    p = mcnemar_p(a.astype(bool), b.astype(bool))
+    diff = a - b
+    idx = np.random.default_rng(seed).integers(0, diff.size, size=(n_boot, diff.size))
+    lo, hi = np.quantile(diff[idx].mean(axis=1), [0.025, 0.975])
+    delta = float(diff.mean())
+    verdict = "same" if p >= 0.05 else ("better" if delta > 0 else "worse")
+    return Paired(delta, float(lo), float(hi), p, verdict)
+
+
+def class_accuracy(correct: np.ndarray, classes: np.ndarray) -> list[float]:
+    """Accuracy within each class ``0 .. max(classes)`` (NaN for a class with no example)."""
+    correct, classes = np.asarray(correct, bool), np.asarray(classes, np.int64)
+    out = []
+    for k in range(int(classes.max()) + 1 if classes.size else 0):
+        hit = correct[classes == k]
+        out.append(float(hit.mean()) if hit.size else float("nan"))
+    return out
+
+
+def resolution(n: int, accuracy: float) -> float:
+    """Half-width of the 95 % interval of an accuracy measured on ``n`` examples (normal
+    approximation): differences smaller than this cannot be told apart from noise."""
+    p = min(max(accuracy, 1 / n), 1 - 1 / n)
+    return float(1.96 * np.sqrt(p * (1 - p) / n))
+
+
+# ---------------------------------------------------------------------------- the file itself
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent across exec
+_RSS_SCRIPT = """
+import hashlib, resource, sys
+import numpy as np, onnxruntime as ort
+o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.log_severity_level = 3
+s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
+y = s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})[0]
+try:
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+except (OSError, StopIteration):
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(hwm * 1024, hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest())
+"""
+
+
+def run_alone(model: Path, x: np.ndarray) -> tuple[int, str]:
+    """Load and run ``model`` on ``x`` in a fresh Python (isolated: ``optim`` is not importable
+    there): its peak resident memory in bytes and the SHA-1 of its first output."""
+    npy = model.with_name(".input.npy")
+    np.save(npy, np.ascontiguousarray(x, np.float32))
+    try:
+        out = subprocess.run([sys.executable, "-I", "-c", _RSS_SCRIPT, str(model), str(npy)],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    finally:
+        npy.unlink(missing_ok=True)
+    if out.returncode:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"{model.name} does not run in a fresh ONNX Runtime: {last}")
+    rss, digest = out.stdout.split()
+    return int(rss), digest
+
+
+def graph_id(model: Path, threads: int = 1) -> str:
+    """Fingerprint of the graph ONNX Runtime executes for ``model`` after its optimizations
+    (operators, attributes, wiring, weight shapes and types; not names or weight values): two
+    files with the same id run the same kernels, so any latency difference is noise."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="optim-graph-") as d:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        opt = onnx.load(str(Path(d) / "opt.onnx"), load_external_data=False)
+    g = opt.graph
+    inits = {t.name: f"w{t.data_type}:{list(t.dims)}" for t in g.initializer}
+    names = {i.name: f"in{k}" for k, i in enumerate(g.input) if i.name not in inits}
+    h = hashlib.sha1()
+    for k, node in enumerate(g.node):
+        ins = [inits.get(i) or names.get(i, "?") if i else "" for i in node.input]
+        attrs = sorted((a.name, onnx.helper.get_attribute_value(a)) for a in node.attribute)
+        h.update(repr((node.domain, node.op_type, ins, [str(a) for a in attrs])).encode())
+        names.update({o: f"n{k}.{j}" for j, o in enumerate(node.output)})
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- interleaved timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One config's latency from :func:`time_interleaved` (ms; speed-up = baseline / this)."""
+
+    p50_ms: float
+    p90_ms: float
+    p50_low: float  # 95 % interval on the p50, bootstrap over rounds
+    p50_high: float
+    cv: float  # robust CV of single calls: 1.4826 * MAD / median
+    rounds: int
+    speedup: float  # 1 / median over rounds of (this round's median / baseline's)
+    speedup_low: float
+    speedup_high: float
+    verdict: str  # "baseline", "same graph", "faster", "slower" or "same"
+
+
+def time_interleaved(
+    files: Mapping[str, Path],
+    example: np.ndarray,
+    baseline: str,
+    threads: int = 1,
+    rounds: int = 20,
+    min_seconds: float = 0.5,
+    seed: int = 0,
+    graph_ids: Mapping[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Timing]:
+    """Time every file in ``files`` against the others under the same conditions.
+
+    Each of ``rounds`` rounds runs every config (the baseline included) in a freshly shuffled
+    order, each for a burst of single calls, so drift of the machine hits all configs alike;
+    each config gets at least ``min_seconds`` of calls overall. Speed-ups are paired per round.
+    A config is called faster or slower only when the 95 % interval of its speed-up excludes 1,
+    and never when it executes the baseline's graph (same ``graph_ids``).
+
+    Example:
+        >>> t = time_interleaved({"base": a, "int8": b}, x, baseline="base")  # doctest: +SKIP
+        >>> t["int8"].verdict  # doctest: +SKIP
+        'faster'
+    """
+    if baseline not in files:
+        raise ValueError(f"the baseline {baseline!r} must be one of the timed files")
+    if rounds < 2:
+        raise ValueError(f"`rounds >= 2` must hold, but got rounds={rounds}")
+    sessions = {k: session(Path(f), threads) for k, f in files.items()}
+    feeds = {k: {s.get_inputs()[0].name: example} for k, s in sessions.items()}
+    calls = {}
+    for k, s in sessions.items():  # warm up, then size each burst from a rough call time
+        for _ in range(5):
+            s.run(None, feeds[k])
+        t0 = time.perf_counter()
+        for _ in range(5):
+            s.run(None, feeds[k])
+        est = max((time.perf_counter() - t0) / 5, 1e-6)
+        calls[k] = int(np.clip(np.ceil(min_seconds / rounds / est), 3, 200))
+    times = {k: np.empty((rounds, calls[k])) for k in sessions}
+    rng = np.random.default_rng(seed)
+    keys = list(sessions)
+    for r in range(rounds):
+        for k in rng.permutation(keys):
+            s, feed, row = sessions[k], feeds[k], times[k][r]
+            for i in range(calls[k]):
+                t0 = time.perf_counter()
+                s.run(None, feed)
+                row[i] = time.perf_counter() - t0
+        if progress:
+            progress(r + 1, rounds)
+    return {k: _timing(times[k] * 1e3, times[baseline] * 1e3, k == baseline,
+                       bool(graph_ids) and graph_ids.get(k) == graph_ids.get(baseline), rng)
+            for k in keys}  # fmt: skip
+
+
+def _timing(t: np.ndarray, base: np.ndarray, is_base: bool, same: bool, rng) -> Timing:
+    """Statistics of one config's (rounds, calls) times against the baseline's."""
+    n_boot, (rounds, _) = 1000, t.shape
+    idx = rng.integers(0, rounds, size=(n_boot, rounds))
+    flat = t.ravel()
+    p50 = float(np.median(flat))
+    boot = np.median(t[idx].reshape(n_boot, -1), axis=1)
+    p50_lo, p50_hi = np.quantile(boot, [0.025, 0.975])
+    ratio = np.median(t, axis=1) / np.median(base, axis=1)  # this / baseline, per round
+    r_lo, r_hi = np.quantile(np.median(ratio[idx], axis=1), [0.025, 0.975])
+    speed = 1 / float(np.median(ratio))
+    if is_base:
+        verdict = "baseline"
+    elif same:
+        verdict = "same graph"
+    else:
+        verdict = "faster" if r_hi < 1 else "slower" if r_lo > 1 else "same"
+    return Timing(
+        p50_ms=p50, p90_ms=float(np.percentile(flat, 90)), p50_low=float(p50_lo),
+        p50_high=float(p50_hi), cv=float(1.4826 * np.median(np.abs(flat - p50)) / p50),
+        rounds=rounds, speedup=speed, speedup_low=float(1 / r_hi), speedup_high=float(1 / r_lo),
+        verdict=verdict,
+    )  # fmt: skip

@@ -108,11 +108,13 @@ def profile(model: str | ModelSource, threads: int = 1) -> Profile:
         >>> p.layers.columns.tolist()  # doctest: +SKIP
         ['layer', 'type', 'params', 'flops', 'latency_share']
     """
-    from optim.build import Settings, evaluate
+    from optim.build import Settings, evaluate, time_rows
 
     source = model if isinstance(model, ModelSource) else get_source(model)
     with tempfile.TemporaryDirectory() as d:
-        row, _ = evaluate(source, (), Path(d), Settings(threads=threads), None)
+        settings = Settings(threads=threads)
+        row, _ = evaluate(source, (), Path(d), settings, None)
+        row = time_rows([row], settings, source.example)[0].to_dict()
         shares = _ort_times(Path(d) / "model.onnx", source.example, threads)
     if source.build is not None:
         layers = _torch_layers(source.build(), source.example)
@@ -128,9 +130,12 @@ def profile(model: str | ModelSource, threads: int = 1) -> Profile:
         "acc_low": row["acc_low"],
         "acc_high": row["acc_high"],
         "size_bytes": row["size_bytes"],
-        "onnx_bytes": row["onnx_bytes"],
+        "download_bytes": row["download_bytes"],
+        "peak_rss_bytes": row["peak_rss_bytes"],
         "latency_p50_ms": row["latency_p50_ms"],
         "latency_p90_ms": row["latency_p90_ms"],
+        "p50_low": row["p50_low"],
+        "p50_high": row["p50_high"],
         "backend": row["backend"],
         "threads": threads,
     }

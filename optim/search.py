@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 
+from optim import build as builder
 from optim import measure
 from optim import plan as plans
 from optim.artifact import weight_initializers
 from optim.build import Settings, build, evaluate
+from optim.rows import Row
 from optim.sources import ModelSource, check, get_source, source_spec
 from optim.store import Store
 from optim.sweep import artifact_dir, state
@@ -195,21 +198,23 @@ def search(
 def _run(store: Store, run_id: int, source: ModelSource, trials: int,
          timeout_s: float | None, progress: Progress | None) -> None:  # fmt: skip
     spec = store.run(run_id)["spec"]
-    settings, opts = Settings(**spec["settings"]), spec["search"]
+    settings, opts = Settings.from_json(spec["settings"]), spec["search"]
     base_dir = artifact_dir(store.url, run_id, plans.key(()))
-    rows = {r["key"]: r for r in store.results(run_id).to_dict("records")}
-    base_row = None
-    if plans.key(()) in rows and (base_dir / "pred.npy").is_file():
+    rows = {r.key: r for r in store.rows(run_id)}
+    base_row = rows.get(plans.key(()))
+    if base_row is not None and (base_dir / "pred.npy").is_file():
         base_pred = np.load(base_dir / "pred.npy")
-    else:  # like a sweep, the baseline first: agreement is measured against it
+    else:  # like a sweep, the baseline first: every trial is compared with its predictions
         base_row, base_pred = evaluate(source, (), base_dir, settings, None)
         np.save(base_dir / "pred.npy", base_pred)
     calib = source.splits["calib"]
     calib_ref = calib.y if calib.y is not None else _calib_pred(base_dir, source, settings)
-    if base_row is not None:
+    if plans.key(()) not in rows:
         base_pred_calib = _calib_pred(base_dir, source, settings)
-        base_row["calib_accuracy"] = float(np.mean(base_pred_calib == calib_ref))
-        store.add_result(run_id, base_row["key"], [], base_row)
+        extra = {"calib_accuracy": float(np.mean(base_pred_calib == calib_ref))}
+        base_row = builder.time_rows([replace(base_row, extra=extra)], settings, source.example)[0]
+        store.add_result(run_id, [], base_row)
+        rows[base_row.key] = base_row
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(url=store.url)
@@ -242,22 +247,26 @@ def _run(store: Store, run_id: int, source: ModelSource, trials: int,
             try:
                 row, _ = evaluate(source, plan, out_dir, settings, base_pred)
                 pred = _calib_pred(out_dir, source, settings)
-                row["calib_accuracy"] = float(np.mean(pred == calib_ref))
+                row = replace(row, extra={"calib_accuracy": float(np.mean(pred == calib_ref))})
+                # timed against the baseline now for the objective; the run's final timing
+                # phase times every trial together
+                row = builder.time_rows([rows[plans.key(())], row], settings, source.example)[1]
             except Exception as e:  # noqa: BLE001 - stored as a row that says why, then FAIL
-                row = {"key": key, "label": plans.label(plan), "family": plans.family(plan),
-                       "is_baseline": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}  # fmt: skip
-            row["trial"] = trial.number
-            store.add_result(run_id, key, plans.to_json(plan), row)
+                row = Row.failed(plan, e)
+            row = replace(row, extra={**row.extra, "trial": trial.number})
+            store.add_result(run_id, plans.to_json(plan), row)
             rows[key] = row
-        if isinstance(row.get("error"), str):
-            raise RuntimeError(row["error"])
+        if row.error is not None:
+            raise RuntimeError(row.error)
         done += 1
         if progress:
-            progress(done, trials, row)
-        return tuple(float(row[c]) for c in OBJECTIVES)
+            progress(done, trials, row.to_dict())
+        values = row.to_dict()
+        return tuple(float(values[c]) for c in OBJECTIVES)
 
     if trials > done:
         study.optimize(objective, n_trials=trials - done, timeout=timeout_s, catch=(RuntimeError,))
+    store.update_rows(run_id, builder.time_rows(store.rows(run_id), settings, source.example))
 
 
 def _calib_pred(out_dir: Path, source: ModelSource, settings: Settings) -> np.ndarray:

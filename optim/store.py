@@ -32,11 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-RESULT_COLUMNS = (
-    "key", "label", "family", "is_baseline", "accuracy", "acc_low", "acc_high", "agreement",
-    "size_bytes", "onnx_bytes", "latency_p50_ms", "latency_p90_ms", "latency_cv", "latency_runs",
-    "backend", "precision", "stored", "params", "flops", "threads", "seconds", "measured",
-)  # fmt: skip
+from optim.rows import COLUMNS as RESULT_COLUMNS
+from optim.rows import Row
 
 
 def home() -> Path:
@@ -146,18 +143,35 @@ class Store:
             s.execute(delete(Result).where(Result.run_id == run_id))
             s.execute(delete(Run).where(Run.id == run_id))
 
-    def add_result(self, run_id: int, key: str, plan: list, row: dict) -> bool:
-        """Insert one row (committed at once); returns False if the key was already stored."""
+    def add_result(self, run_id: int, plan: list, row: Row) -> bool:
+        """Insert one row (committed at once); returns False if its key was already stored."""
         with Session(self.engine) as s:
-            s.add(Result(run_id=run_id, key=key, plan=plan, row=_jsonable(row),
-                         accuracy=row.get("accuracy"), size_bytes=row.get("size_bytes"),
-                         latency_p50_ms=row.get("latency_p50_ms")))  # fmt: skip
+            s.add(Result(run_id=run_id, key=row.key, plan=plan, row=_jsonable(row.to_dict()),
+                         accuracy=row.accuracy, size_bytes=row.size_bytes,
+                         latency_p50_ms=row.latency_p50_ms))  # fmt: skip
             try:
                 s.commit()
             except SQLAlchemyError:
                 s.rollback()
                 return False
         return True
+
+    def update_rows(self, run_id: int, rows: list[Row]) -> None:
+        """Replace stored rows by key (one transaction): the timing phase adds latency."""
+        by_key = {r.key: r for r in rows}
+        with Session(self.engine) as s, s.begin():
+            for res in s.scalars(select(Result).where(Result.run_id == run_id)):
+                if (row := by_key.get(res.key)) is not None:
+                    res.row = _jsonable(row.to_dict())
+                    res.latency_p50_ms = row.latency_p50_ms
+
+    def rows(self, run_id: int) -> list[Row]:
+        """The run's rows as :class:`Row` objects, in insertion order."""
+        with Session(self.engine) as s:
+            found = s.scalars(
+                select(Result.row).where(Result.run_id == run_id).order_by(Result.id)
+            ).all()
+        return [Row.from_dict(r) for r in found]
 
     def keys(self, run_id: int) -> set[str]:
         with Session(self.engine) as s:

@@ -1,9 +1,11 @@
 """Sweeps: build and measure every plan of a grid, streaming each row into the run store.
 
-Each config is built (torch-stage steps, ONNX export, graph-stage steps), written as an artifact
-and measured from that artifact alone (:mod:`optim.build`). Configs run in parallel worker
-processes; latency is timed under a lock so that concurrent workers never share a core while a
-clock is running. A resumed run computes only the configs whose rows are missing.
+Each config is built (torch-stage steps, ONNX export, graph-stage steps), written as the file
+that ships and measured from that file alone (:mod:`optim.build`), in parallel worker processes;
+rows stream into the store with accuracy and size. Then, with every file built and no worker
+left, one timing phase times all of the run's files in interleaved rounds with the baseline in
+each (:func:`optim.measure.time_interleaved`). A resumed run builds only the configs whose rows
+are missing, and re-times them all.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from optim import measure
 from optim import plan as plans
 from optim.artifact import Graph
 from optim.build import Settings, check_torch_steps, evaluate
+from optim.rows import Row
 from optim.sources import check, get_source, source_spec
 from optim.store import Store, home, pid_alive, run_state
 from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
@@ -54,7 +57,7 @@ def grid(
 
     ``bits`` 32 is fp32 (no quantization), 16 float16 storage, 8 int8 executed by ONNX Runtime
     (``int8="static"``: calibrated QDQ; ``"dynamic"``: dynamic int8 Linear; ``"weight"``:
-    8-bit stored, fp32 executed), 2-7 bit-packed weights executed in fp32.
+    8-bit stored, fp32 executed), 2-7 bit weights (INT2/INT4/INT8 storage) executed in fp32.
 
     Example:
         >>> len(grid(bits=(4, 32), sparsity=(0.0, 0.5)))
@@ -100,27 +103,24 @@ def grid(
 _WORKER: dict = {}
 
 
-def _init_worker(
-    spec: str, settings: Settings, baseline_pred, lock, base: tuple, cache: str
-) -> None:
+def _init_worker(spec: str, settings: Settings, baseline_pred, base: tuple, cache: str) -> None:
     import torch
 
     torch.set_num_threads(1)
     # the parent exported the baseline already: reuse it instead of exporting again
     builder.seed_graph(spec, Graph(onnx.load_from_string(base[0]), {}), base[1])
     builder.share_prefixes(Path(cache))
-    _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred, lock=lock)
+    _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred)
 
 
-def _work(plan_json: list, out_dir: str) -> tuple[str, list, dict]:
+def _work(plan_json: list, out_dir: str) -> tuple[list, Row]:
     plan = plans.from_json(plan_json)
     try:
         row, _ = evaluate(_WORKER["source"], plan, Path(out_dir), _WORKER["settings"],
-                          _WORKER["pred"], _WORKER["lock"])  # fmt: skip
+                          _WORKER["pred"])  # fmt: skip
     except Exception as e:  # noqa: BLE001 - a failing config becomes a row that says why
-        row = {"key": plans.key(plan), "label": plans.label(plan), "family": plans.family(plan),
-               "is_baseline": False, "error": f"{type(e).__name__}: {e}".splitlines()[0]}  # fmt: skip
-    return row["key"], plan_json, row
+        row = Row.failed(plan, e)
+    return plan_json, row
 
 
 # ------------------------------------------------------------------ runs
@@ -175,12 +175,14 @@ def _interleave(plan_jsons: list[list]) -> list[list]:
 
 
 def execute(
-    store: Store, run_id: int, progress: Callable[[int, int, dict], None] | None = None
+    store: Store, run_id: int, progress: Callable[[int, int, Row | None], None] | None = None
 ) -> None:
-    """Measure every config of run ``run_id`` that has no row yet (so it also resumes)."""
+    """Build and measure every config of run ``run_id`` that has no row yet (so it also
+    resumes), then time all of the run's files together, the baseline in every round (a resumed
+    run re-times everything, so its latencies stay comparable)."""
     run = store.run(run_id)
     spec = run["spec"]
-    settings = Settings(**spec["settings"])
+    settings = Settings.from_json(spec["settings"])
     source = get_source(spec["model"])
     store.set_status(run_id, "running", pid=os.getpid())
     try:
@@ -188,59 +190,56 @@ def execute(
         todo = [p for p in spec["plans"] if plans.key(plans.from_json(p)) not in done]
         total, finished = len(spec["plans"]), len(done)
         base_dir = artifact_dir(store.url, run_id, plans.key(()))
-        # the baseline runs here first: every other row's agreement is measured against it
+        # the baseline runs here first: every other row is compared with its predictions
         pred_file = base_dir / "pred.npy"
         if plans.key(()) in done and pred_file.is_file():  # a resume: reuse the stored baseline
             base_pred = np.load(pred_file, allow_pickle=False)
         else:
             base_row, base_pred = evaluate(source, (), base_dir, settings, None)
             np.save(pred_file, base_pred)
-            if plans.key(()) not in done:
-                store.add_result(run_id, base_row["key"], [], base_row)
+            if store.add_result(run_id, [], base_row):
                 finished += 1
                 if progress:
                     progress(finished, total, base_row)
         todo = _interleave([p for p in todo if p])
         if todo:
-            jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))
-            # forkserver: workers fork from a clean process that imported torch once (fork from
-            # this process could inherit OpenMP state; spawn re-imports torch per worker)
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["optim.sweep", "sample_models"])
-            base_graph, base_flops = builder.torch_graph(spec["model"], plans.key(()))
-            base = (base_graph.model.SerializeToString(), base_flops)
-            with ProcessPoolExecutor(
-                max_workers=jobs,
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=(
-                    spec["model"],
-                    settings,
-                    base_pred,
-                    ctx.Lock(),
-                    base,
-                    str(run_dir(store.url, run_id) / "torch-cache"),
-                ),  # fmt: skip
-            ) as pool:
-                futures = [
-                    pool.submit(
-                        _work,
-                        p,
-                        str(artifact_dir(store.url, run_id, plans.key(plans.from_json(p)))),
-                    )
-                    for p in todo
-                ]
-                for fut in as_completed(futures):
-                    key, plan_json, row = fut.result()
-                    if store.add_result(run_id, key, plan_json, row):
-                        finished += 1
-                    if progress:
-                        progress(finished, total, row)
+            for plan_json, row in _build_all(store, run_id, spec, settings, base_pred, todo):
+                if store.add_result(run_id, plan_json, row):
+                    finished += 1
+                if progress:
+                    progress(finished, total, row)
+        timed = builder.time_rows(store.rows(run_id), settings, source.example)
+        store.update_rows(run_id, timed)
+        if progress:
+            progress(finished, total, None)  # None: the timing phase is done
         store.set_status(run_id, "done")
     except BaseException as e:
         store.set_status(run_id, "failed" if isinstance(e, Exception) else "cancelled",
                          error=f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)  # fmt: skip
         raise
+
+
+def _build_all(store: Store, run_id: int, spec: dict, settings: Settings, base_pred, todo):
+    """Build and measure ``todo`` (plan JSONs) in worker processes; yields (plan JSON, row) as
+    each finishes."""
+    jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))
+    # forkserver: workers fork from a clean process that imported torch once (fork from this
+    # process could inherit OpenMP state; spawn re-imports torch per worker)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["optim.sweep", "sample_models"])
+    base_graph, base_flops = builder.torch_graph(spec["model"], plans.key(()))
+    base = (base_graph.model.SerializeToString(), base_flops)
+    cache = str(run_dir(store.url, run_id) / "torch-cache")
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+        initargs=(spec["model"], settings, base_pred, base, cache),
+    ) as pool:  # fmt: skip
+        futures = [
+            pool.submit(_work, p, str(artifact_dir(store.url, run_id, plans.key(plans.from_json(p)))))
+            for p in todo
+        ]  # fmt: skip
+        for fut in as_completed(futures):
+            yield fut.result()
 
 
 def sweep(

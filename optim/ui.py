@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from optim import frontier as fr
-from optim.charts import SLOWER_TOLERANCE, regressions, short_id
+from optim.charts import regressions, short_id
 from optim.store import run_state  # noqa: F401 - re-exported: torch-free, asked on every page
 
 PAGES = ("models", "sweep", "tradeoffs", "sensitivity", "compare", "export")  # app.py's url paths
@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "run": None,  # None: the newest run
     "floor": None,  # None: the default for the run's rows (see default_floor)
     "relative": False,
+    "worst": False,  # the floor applies to the worst class's accuracy instead of the mean
     "max_size_mb": None,
     "max_latency_ms": None,
     "prefer": "size",
@@ -33,7 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "page": "tradeoffs",
     "present": False,
 }
-NUMERIC = ("accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms")
+NUMERIC = (
+    "accuracy", "acc_low", "acc_high", "size_bytes", "latency_p50_ms", "latency_p90_ms",
+    "p50_low", "p50_high", "speedup", "speedup_low", "speedup_high", "acc_delta", "delta_low",
+    "delta_high", "acc_p", "worst_class_acc", "download_bytes", "peak_rss_bytes", "latency_cv",
+)  # fmt: skip
+NOISY_CV = 0.2  # a config whose single calls vary more than this gets a visible warning
 _BOOL = {"1": True, "true": True, "0": False, "false": False}
 
 
@@ -60,6 +66,7 @@ def parse_params(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
         "run": lambda v: _number(v, int, 1),
         "floor": lambda v: _number(v, float, 0.0),
         "relative": lambda v: _BOOL[v.lower()],
+        "worst": lambda v: _BOOL[v.lower()],
         "max_size_mb": lambda v: _number(v, float, 1e-9),
         "max_latency_ms": lambda v: _number(v, float, 1e-9),
         "prefer": lambda v: {p: p for p in PREFER}[v],
@@ -120,13 +127,14 @@ def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(measured rows with float figures, failed rows) of ``Store.results()``.
 
     A failed config has an ``error`` and no accuracy; charts and the recommendation only see
-    the measured rows.
+    the measured rows. A measured row may still wait for its latency (NaN until the run's
+    timing phase).
     """
     if not len(df):
         return df.copy(), df.copy()
-    ok = df["accuracy"].notna() & df["size_bytes"].notna() & df["latency_p50_ms"].notna()
+    ok = df["accuracy"].notna() & df["size_bytes"].notna()
     good = df[ok].reset_index(drop=True)
-    good = good.astype({c: float for c in NUMERIC})
+    good = good.astype({c: float for c in NUMERIC if c in good.columns})
     good["is_baseline"] = good["is_baseline"].fillna(False).astype(bool)
     return good, df[~ok].reset_index(drop=True)
 
@@ -204,7 +212,42 @@ def constraints(state: Mapping[str, Any], ok: pd.DataFrame) -> fr.Constraints:
         max_size_bytes=size_mb * 1e6 if size_mb else None,
         max_latency_ms=lat or None,
         prefer=state.get("prefer") or "size",
+        on="worst_class_acc" if state.get("worst") and "worst_class_acc" in ok else "accuracy",
     )
+
+
+def measurement_note(run: Mapping[str, Any], ok: pd.DataFrame) -> str:
+    """What the figures rest on: how many test examples (and the smallest accuracy difference
+    they can resolve), and where and how latency was measured."""
+    base = baseline(ok)
+    parts = []
+    spec = run.get("spec") or {}
+    n = base.get("n_test") if base is not None else None
+    if n is not None and n == n and n > 0:
+        res = 100 * measure_resolution(int(n), float(base["accuracy"]))
+        parts.append(
+            f"With {int(n):,} test examples, accuracy differences under {res:.1f} points cannot "
+            "be told apart from noise; each config is compared with the baseline on the same "
+            "examples (McNemar's exact test) before it is called better or worse."
+        )
+    env = run.get("env") or {}
+    cpu = env.get("cpu") or {}
+    settings = spec.get("settings") or {}
+    if cpu:
+        flags = ", ".join(cpu.get("flags") or []) or "no AVX2/AVX-512/VNNI"
+        parts.append(
+            f"Latency: ONNX Runtime {env.get('onnxruntime', '?')} on {cpu.get('model', 'CPU')} "
+            f"({flags}), batch 1, {settings.get('threads', 1)} thread(s), every config timed in "
+            f"{settings.get('rounds', 20)} interleaved rounds with the baseline in each; faster "
+            "or slower only when the speed-up's 95 % interval excludes 1."
+        )
+    return " ".join(parts)
+
+
+def measure_resolution(n: int, accuracy: float) -> float:
+    from optim.measure import resolution
+
+    return resolution(n, accuracy)
 
 
 # ------------------------------------------------------------------ what the page says
@@ -229,16 +272,46 @@ def _times(ratio: float | None, more: str, less: str) -> str | None:
     return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
 
 
+def speed_text(row: Mapping[str, Any]) -> str:
+    """How a row's speed compares with the baseline's, in words that claim nothing beyond noise:
+    "2.9× faster (2.7–3.1)", "same speed as baseline (within noise)", "timing…"."""
+    verdict, ratio = row.get("speed_verdict"), row.get("speedup")
+    if not isinstance(verdict, str):
+        return "timing…"
+    if verdict == "baseline":
+        return "baseline"
+    if verdict == "same graph":
+        return "same speed (runs the baseline's graph)"
+    if verdict == "same":
+        return "same speed as baseline (within noise)"
+    lo, hi = float(row["speedup_low"]), float(row["speedup_high"])
+    if verdict == "faster":
+        return f"{ratio:.1f}× faster ({lo:.2f}–{hi:.2f})"
+    return f"{1 / ratio:.1f}× slower ({1 / hi:.2f}–{1 / lo:.2f})"
+
+
+def accuracy_text(row: Mapping[str, Any]) -> str:
+    """The paired accuracy change in words: "-1.2 points (p = 0.01)" only when McNemar's test
+    says so, else "same as baseline (within noise)"."""
+    verdict = row.get("acc_verdict")
+    if verdict == "same":
+        return "same as baseline (within noise)"
+    if verdict in ("better", "worse"):
+        return f"{100 * float(row['acc_delta']):+.1f} points (p = {float(row['acc_p']):.2g})"
+    return "baseline" if bool(row.get("is_baseline")) else ""
+
+
 def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
     """The card: "At this floor, ship CONFIG: N× smaller, M× faster, accuracy A (95 % CI)"."""
     if rec.key is None:
         return Headline(rec.message)
     row = ok[ok["key"] == rec.key].iloc[0]
     smaller = _times(rec.size_ratio, "smaller", "larger")
-    speedup = rec.speedup
-    if speedup is not None and abs(speedup - 1) < SLOWER_TOLERANCE:
-        speedup = None  # within timing noise: claim neither faster nor slower
-    faster = _times(speedup, "faster", "slower")
+    faster = None
+    if rec.speedup is not None and rec.speedup != 1.0:
+        faster = _times(rec.speedup, "faster", "slower")
+    elif rec.speedup == 1.0:
+        faster = "same speed"
     acc, lo, hi = (float(row[c]) for c in ("accuracy", "acc_low", "acc_high"))
     ci = f"95 % CI {100 * lo:.1f}–{fr.fmt_pct(hi)}" if math.isfinite(lo + hi) else None
     facts = ", ".join(f for f in (smaller, faster) if f)
@@ -256,6 +329,8 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
         f"{fr.fmt_pct(rec.floor_value)}{within}; this is the "
         f"{'smallest' if c.prefer == 'size' else 'fastest'} of them."
     )
+    if not bool(row["is_baseline"]):
+        detail += f" Accuracy vs baseline: {accuracy_text(row)}; speed: {speed_text(row)}."
     if ci and lo < rec.floor_value:
         detail += " Its 95 % CI dips below the floor, so the margin is within noise."
     return Headline(text, str(row["label"]), smaller, faster, fr.fmt_pct(acc), ci, detail)
@@ -272,11 +347,13 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
     """Every measured config with ratios to the baseline, flags, frontier and feasibility."""
     base = baseline(ok)
     b_size = float(base["size_bytes"]) if base is not None else math.nan
-    b_lat = float(base["latency_p50_ms"]) if base is not None else math.nan
     flag = flags(ok)
     slower = np.where(flag["slower"], "slower than baseline", "")
     bigger = np.where(flag["not_smaller"], "not smaller", "")
-    notes = [", ".join(t for t in pair if t) for pair in zip(slower, bigger, strict=True)]
+    cv = ok["latency_cv"] if "latency_cv" in ok.columns else pd.Series(np.nan, ok.index)
+    noisy = np.where(cv.astype(float) > NOISY_CV, "noisy timing", "")
+    notes = [", ".join(t for t in trio if t) for trio in zip(slower, bigger, noisy, strict=True)]
+    records = ok.to_dict("records")
     feasible = (
         rec.feasible
         if rec is not None and len(rec.feasible) == len(ok)
@@ -289,11 +366,16 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
             "accuracy": ok["accuracy"],
             "ci_low": ok["acc_low"],
             "ci_high": ok["acc_high"],
+            "vs baseline": [accuracy_text(r) for r in records],
+            "worst class": _col(ok, "worst_class_acc"),
             "agreement": ok["agreement"].astype(float),
             "size_bytes": ok["size_bytes"],
             "smaller": b_size / ok["size_bytes"],
+            "download_bytes": _col(ok, "download_bytes"),
+            "peak_rss_bytes": _col(ok, "peak_rss_bytes"),
             "p50_ms": ok["latency_p50_ms"],
-            "faster": b_lat / ok["latency_p50_ms"],
+            "p50 95 % CI": [_interval(r.get("p50_low"), r.get("p50_high")) for r in records],
+            "speed": [speed_text(r) for r in records],
             "p90_ms": ok["latency_p90_ms"].astype(float),
             "executed": ok["precision"],
             "stored": ok["stored"],
@@ -303,6 +385,15 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
             "key": ok["key"],
         }
     )
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name].astype(float) if name in df.columns else pd.Series(np.nan, df.index)
+
+
+def _interval(lo: Any, hi: Any) -> str:
+    ok = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+    return f"{lo:.3f}–{hi:.3f}" if ok else ""
 
 
 def compare_rows(
@@ -355,13 +446,13 @@ def versus_baseline(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         {
             "config": out["label"],
             "accuracy": out["accuracy"],
-            "Δ accuracy (points)": 100
-            * (out["accuracy"] - (base["accuracy"] if base is not None else np.nan)),
+            "vs baseline": [accuracy_text(r) for r in out.to_dict("records")],
+            "worst class": _col(out, "worst_class_acc"),
             "size_bytes": out["size_bytes"],
             "× smaller": (base["size_bytes"] if base is not None else np.nan) / out["size_bytes"],
+            "peak_rss_bytes": _col(out, "peak_rss_bytes"),
             "p50_ms": out["latency_p50_ms"],
-            "× faster": (base["latency_p50_ms"] if base is not None else np.nan)
-            / out["latency_p50_ms"],
+            "speed": [speed_text(r) for r in out.to_dict("records")],
             "agreement": out["agreement"].astype(float),
             "executed": out["precision"],
         }

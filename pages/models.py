@@ -39,11 +39,22 @@ acc.metric(
     fmt_pct(s["accuracy"]),
     help=f"95 % CI {fmt_pct(s['acc_low'])} – {fmt_pct(s['acc_high'])}",
 )
-size.metric("Size on disk", fmt_bytes(s["size_bytes"]), help=f"ONNX: {fmt_bytes(s['onnx_bytes'])}")
+size.metric(
+    "Size (.onnx)",
+    fmt_bytes(s["size_bytes"]),
+    help=f"The fp32 .onnx file; download (.onnx.zst) {fmt_bytes(s.get('download_bytes'))}, "
+    f"peak memory running it {fmt_bytes(s.get('peak_rss_bytes'))}",
+)
+timed = figures.get(name, {})  # the newest run's baseline, timed with that run's configs
+if "measured_in" in timed and timed.get("latency_p50_ms") == timed.get("latency_p50_ms"):
+    p50, lo, hi, where = (timed[k] for k in ("latency_p50_ms", "p50_low", "p50_high", "measured_in"))
+else:
+    p50, lo, hi, where = s["latency_p50_ms"], s["p50_low"], s["p50_high"], "this profile"
 latency.metric(
     "Latency p50",
-    fmt_ms(s["latency_p50_ms"]),
-    help=f"{s['backend']}, {s['threads']} thread(s), batch 1",
+    fmt_ms(p50),
+    help=f"95 % CI {fmt_ms(lo)}–{fmt_ms(hi)}; measured in {where}: {s['backend']}, "
+    f"{s['threads']} thread(s), batch 1, interleaved rounds",
 )
 
 st.plotly_chart(charts.profile_figure(prof.layers), config={"displaylogo": False})

@@ -23,6 +23,7 @@ selected = views.restore_selection(cur.ok)
 
 views.tradeoff_charts(cur.ok, rec, selected)  # accuracy vs size | accuracy vs p50 latency
 views.flag_summary(cur.ok)
+views.measurement_note(cur.run, cur.ok)
 
 views.selection_details(cur.ok)
 

@@ -33,10 +33,4 @@ def dynamic_int8(graph: Graph, cfg: DynamicInt8, ctx: Context) -> Graph:
         )
 
     model = through_files(graph.model, run)
-    sparse = graph.stored.split(", ")[1:]
-    return Graph(
-        model,
-        {},
-        precision="int8 dynamic (MatMul/Gemm), fp32 elsewhere",
-        stored=", ".join(["int8 linear", *sparse]),
-    )
+    return Graph(model, {}, precision="int8 dynamic (MatMul/Gemm), fp32 elsewhere")

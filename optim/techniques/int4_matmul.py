@@ -87,10 +87,4 @@ def int4_matmul(graph: Graph, cfg: Int4MatMul, ctx: Context) -> Graph:
         raise ValueError(
             f"Int4MatMul found no MatMul/Gemm weights to quantize in {ctx.source.name!r}"
         )
-    sparse = graph.stored.split(", ")[1:]
-    return Graph(
-        model,
-        {},
-        precision=f"int4 MatMulNBits ({n} layers), fp32 elsewhere",
-        stored=", ".join(["4-bit linear", *sparse]),
-    )
+    return Graph(model, {}, precision=f"int4 MatMulNBits ({n} layers), fp32 elsewhere")

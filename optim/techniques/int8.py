@@ -103,5 +103,4 @@ def int8(graph: Graph, cfg: Int8, ctx: Context) -> Graph:
     a = "u8" if opts["activation_type"] == QuantType.QUInt8 else "s8"
     rr = ", reduce_range" if opts["reduce_range"] else ""
     precision = f"int8 QDQ {a}s8 per-{cfg.granularity}{rr}"
-    sparse = graph.stored.split(", ")[1:]
-    return Graph(model, {}, precision=precision, stored=", ".join(["int8", *sparse]))
+    return Graph(model, {}, precision=precision)

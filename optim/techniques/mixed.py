@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from optim.artifact import Graph, weight_initializers
 from optim.plan import Context, technique
-from optim.techniques.quantize import _stored, check_granularity, granularity_field, quantize_array
+from optim.techniques.quantize import check_granularity, granularity_field, quantize_array
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,4 @@ def mixed_quantize(graph: Graph, cfg: MixedQuantize, ctx: Context) -> Graph:
         w = numpy_helper.to_array(inits[name])
         ax = axis if cfg.granularity == "channel" else None
         encodings[name] = quantize_array(w, widths[name], ax, True, old.mask if old else None)
-    lo, hi = min(widths.values(), default=0), max(widths.values(), default=0)
-    bits = f"{lo}-bit" if lo == hi else f"mixed {lo}-{hi}-bit"
-    return graph.with_weights(encodings, stored=_stored(graph.stored, bits))
+    return graph.with_weights(encodings)

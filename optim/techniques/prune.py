@@ -1,8 +1,9 @@
 """Unstructured magnitude pruning of Conv/Gemm/MatMul weights.
 
 Zeroes the smallest-magnitude weights, globally or per layer, by a target sparsity or by an
-absolute threshold (|w| < threshold). Pruned tensors are stored as a bitmask plus their kept
-entries. Dense kernels still multiply the zeros: the artifact shrinks, latency does not.
+absolute threshold (|w| < threshold). The shipped file keeps pruned fp32 weights as ONNX sparse
+initializers where that is smaller (above ~70 % zeros), else dense: the zeros then shrink the
+compressed download only. Dense kernels still multiply the zeros: latency does not improve.
 """
 
 from __future__ import annotations
@@ -92,7 +93,4 @@ def prune(graph: Graph, cfg: Prune, ctx: Context) -> Graph:
         old = graph.encodings.get(n)
         mask = keeps[n] if old is None or old.mask is None else keeps[n] & old.mask
         encodings[n] = replace(old, mask=mask) if old is not None else Encoding(w, 32, mask=mask)
-    total = sum(w.size for w in weights.values())
-    sparsity = 1 - sum(int(m.mask.sum()) for m in encodings.values()) / max(total, 1)
-    stored = graph.stored.split(", ")[0] + f", {sparsity:.0%} sparse"
-    return graph.with_weights(encodings, stored=stored)
+    return graph.with_weights(encodings)

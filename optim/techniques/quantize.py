@@ -1,8 +1,8 @@
 """Weight quantization to 2-8 bits (or float16 storage); the graph still executes in fp32.
 
 Each weight of a Conv/Gemm/MatMul is rounded to ``2**bits`` levels per output channel (or per
-tensor) and stored as bit-packed codes; the executable graph holds ``(codes - zp) * scale``.
-Dense CPU kernels gain no speed from this: rows say "fp32, weights stored N-bit".
+tensor); the shipped file stores the integer codes behind ``DequantizeLinear``
+(:func:`optim.artifact.to_onnx`). The compute stays fp32: rows say so.
 """
 
 from __future__ import annotations
@@ -105,9 +105,4 @@ def quantize(graph: Graph, cfg: Quantize, ctx: Context) -> Graph:
         else:
             ax = axis if cfg.granularity == "channel" else None
             encodings[name] = quantize_array(w, cfg.bits, ax, cfg.symmetric, mask)
-    bits = "fp16" if cfg.bits == 16 else f"{cfg.bits}-bit"
-    return graph.with_weights(encodings, stored=_stored(graph.stored, bits))
-
-
-def _stored(previous: str, new: str) -> str:
-    return f"{new}, {previous.split(', ', 1)[1]}" if ", " in previous else new
+    return graph.with_weights(encodings)

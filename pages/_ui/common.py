@@ -21,6 +21,7 @@ WIDGETS = (
     "run",
     "floor",
     "relative",
+    "worst",
     "max_size_mb",
     "max_latency_ms",
     "prefer",
@@ -66,7 +67,7 @@ def restore_state() -> None:
     ss = st.session_state
     if "_restored" not in ss:
         state, bad = ui.parse_params(st.query_params.to_dict())
-        for name in ("relative", "prefer", "present", "max_size_mb", "max_latency_ms"):
+        for name in ("relative", "worst", "prefer", "present", "max_size_mb", "max_latency_ms"):
             ss.setdefault(name, state.get(name, ui.DEFAULTS[name]))
         for name in ("run", "floor"):
             if name in state:
@@ -222,8 +223,11 @@ def status_banner(cur: Current) -> None:
         )
         return
     if cur.state in LIVE:
+        untimed = int(cur.ok["latency_p50_ms"].isna().sum()) if len(cur.ok) else 0
+        timing = " Latency: timing… (all configs are timed together once every file is built)."
         st.info(
-            f"Run #{cur.id} is still running: {where}. Results update as they arrive.",
+            f"Run #{cur.id} is still running: {where}. Results update as they arrive."
+            + (timing if untimed else ""),
             icon=":material/hourglass_top:",
         )
         live_refresh(cur.id, done, cur.state)
@@ -347,7 +351,7 @@ def baseline_figures() -> dict[str, dict]:
         if row["model"] not in out:
             ok, _ = ui.split_rows(store().results(int(row["id"])))
             if (base := ui.baseline(ok)) is not None:
-                out[row["model"]] = base.to_dict()
+                out[row["model"]] = base.to_dict() | {"measured_in": f"run #{row['id']}"}
     return out
 
 

@@ -23,10 +23,29 @@ COLUMNS = {
     "agreement": st.column_config.NumberColumn(
         "Agreement", format="percent", help="Same prediction as the baseline"
     ),
-    "size_bytes": st.column_config.NumberColumn("Size", format="bytes", help="Bytes on disk"),
+    "vs baseline": st.column_config.TextColumn(
+        "Accuracy vs baseline", help="Paired on the same test examples (McNemar's exact test)"
+    ),
+    "worst class": st.column_config.NumberColumn(
+        "Worst class", format="percent", help="Accuracy on the config's worst class"
+    ),
+    "size_bytes": st.column_config.NumberColumn(
+        "Size", format="bytes", help="Bytes of the .onnx file that ships and runs"
+    ),
     "smaller": st.column_config.NumberColumn("× smaller", format="%.1f×"),
+    "download_bytes": st.column_config.NumberColumn(
+        "Download", format="bytes", help="The same file zstd-compressed (.onnx.zst)"
+    ),
+    "peak_rss_bytes": st.column_config.NumberColumn(
+        "Peak memory", format="bytes", help="Peak resident memory of a fresh process running it"
+    ),
     "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms", help="Batch 1, ORT CPU"),
-    "faster": st.column_config.NumberColumn("× faster", format="%.2f×"),
+    "p50 95 % CI": st.column_config.TextColumn("p50 95 % CI (ms)"),
+    "speed": st.column_config.TextColumn(
+        "Speed vs baseline",
+        help="Paired over interleaved timing rounds; faster or slower only when the 95 % "
+        "interval of the speed-up excludes 1",
+    ),
     "p90_ms": st.column_config.NumberColumn("p90", format="%.3f ms"),
     "executed": st.column_config.TextColumn("Executed as"),
     "stored": st.column_config.TextColumn("Stored as"),
@@ -75,6 +94,13 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
         args=(float(base["accuracy"]) if base is not None else 0,),
         help="Express the floor relative to the unoptimized model",
     )
+    floor.toggle(
+        "Floor on the worst class",
+        key="worst",
+        disabled="worst_class_acc" not in ok or ok["worst_class_acc"].isna().all(),
+        help="Apply the floor to each config's worst class instead of the mean accuracy "
+        "(e.g. a screening model's recall on the rare positive class)",
+    )
     prefer.segmented_control(
         "Ship the", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer", required=True
     )
@@ -119,13 +145,14 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         row, base = ok[ok["key"] == rec.key].iloc[0], ui.baseline(ok)
         delta, color = None, "normal"
         if base is not None and not row["is_baseline"]:
-            points = 100 * (row["accuracy"] - base["accuracy"])
-            delta = f"{points:+.1f} points vs baseline"
-            if abs(points) < 0.05:
-                delta, color = "same as baseline", "off"
+            delta = ui.accuracy_text(row)
+            if row.get("acc_verdict") not in ("better", "worse"):
+                color = "off"  # no arrow for a difference the test cannot tell from noise
         ship, size, speed, acc = st.columns([2.2, 1, 1, 1.2])
         ship.container(key="ship").metric("Ship", head.config)
-        size_text, p50_text = fr.fmt_bytes(row["size_bytes"]), fr.fmt_ms(row["latency_p50_ms"])
+        size_text = fr.fmt_bytes(row["size_bytes"])
+        timed = math.isfinite(row["latency_p50_ms"])
+        p50_text = fr.fmt_ms(row["latency_p50_ms"]) if timed else "timing…"
         _ratio(size, head.smaller, "Size", size_text, f"{size_text} on disk")
         _ratio(speed, head.faster, "Latency p50", p50_text, f"{p50_text} p50, batch 1")
         acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, help=head.ci)
@@ -217,12 +244,16 @@ def selection_details(ok: pd.DataFrame) -> None:
             width="stretch",
             column_config=COLUMNS
             | {
-                "Δ accuracy (points)": st.column_config.NumberColumn(format="%+.2f"),
                 "× smaller": COLUMNS["smaller"],
-                "× faster": COLUMNS["faster"],
                 "p50_ms": COLUMNS["p50_ms"],
             },
         )
+
+
+def measurement_note(run: dict, ok: pd.DataFrame) -> None:
+    """How far the figures can be trusted: test-split size, where latency was measured."""
+    if note := ui.measurement_note(run, ok):
+        st.caption(note)
 
 
 def flag_summary(ok: pd.DataFrame) -> None:
@@ -234,8 +265,9 @@ def flag_summary(ok: pd.DataFrame) -> None:
             f"{bigger} not smaller than it" if bigger else "",
         ]
         st.caption(
-            f"⚠ {' and '.join(p for p in parts if p)} (marked ✕ on the charts). Sub-8-bit "
-            "weights and unstructured sparsity shrink the file but run on dense fp32 kernels."
+            f"⚠ {' and '.join(p for p in parts if p)} (marked ✕ on the charts). Low-bit "
+            "weights are dequantized to fp32 at run time by ONNX Runtime, and unstructured "
+            "sparsity runs on dense kernels: they shrink the file, not the latency."
         )
 
 
