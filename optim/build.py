@@ -183,7 +183,9 @@ def evaluate(
     shipped = out_dir / "model.onnx"
     sess = measure.session(shipped, settings.threads)  # the written file only
     test = source.splits["test"]
-    pred = measure.predict(sess, test.x).argmax(axis=1)
+    outputs = measure.predict(sess, test.x)
+    measure.check_optimizations(shipped, test.x, outputs)
+    pred = outputs.argmax(axis=1)
     base = pred if baseline_pred is None else baseline_pred
     labels = test.y if source.metric == "top1" else base
     correct, base_correct = pred == labels, base == labels

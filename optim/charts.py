@@ -176,7 +176,7 @@ def regressions(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     size = _num(df, "size_bytes")
     verdict = df["speed_verdict"] if "speed_verdict" in df.columns else pd.Series("", df.index)
-    slower, bigger = (verdict == "slower").to_numpy(), size >= size[b]
+    slower, bigger = np.array(verdict == "slower", dtype=bool), size >= size[b]
     slower[b] = bigger[b] = False
     return slower, bigger
 

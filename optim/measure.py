@@ -252,6 +252,23 @@ def graph_id(model: Path, threads: int = 1) -> str:
     return h.hexdigest()[:16]
 
 
+def check_optimizations(model: Path, x: np.ndarray, outputs: np.ndarray, n: int = 16) -> None:
+    """Refuse a file whose outputs ONNX Runtime's graph optimizations change (a fusion that
+    miscomputes it): the first ``n`` rows of ``x`` run unoptimized must give ``outputs[:n]``
+    (the optimized session's) within float rounding."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    plain = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    want = predict(plain, x[:n])
+    diff = float(np.max(np.abs(want - outputs[:n]))) if want.size else 0.0
+    if diff > 1e-3 * (1 + float(np.max(np.abs(want)))):
+        raise ValueError(
+            f"ONNX Runtime {ort.__version__}'s default optimizations change the outputs of "
+            f"{model.name} (max |difference| {diff:.3g} on {len(want)} test inputs): not shipped"
+        )
+
+
 # ---------------------------------------------------------------------------- interleaved timing
 
 

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import optim.sweep as sw
 from optim import frontier as fr
 from optim import plan as plans
 from optim import ui
+from optim.rows import Row
 from optim.store import Store
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -106,8 +108,7 @@ def staged_run(store: Store, run_id: int, status: str, error: str | None = None)
     """A copy of the fixture run with only its baseline row stored, then ``status``."""
     run = store.run(run_id)
     new = store.create_run(run["model"], run["spec"], run["env"])
-    base = store.results(run_id).iloc[0]
-    store.add_result(new, base["key"], base["plan"], base.drop("plan").to_dict())
+    store.add_result(new, [], store.rows(run_id)[0])
     dead = subprocess.Popen(["true"])
     dead.wait()  # a reaped pid: the worker "died"
     store.set_status(new, status, error=error, pid=dead.pid)
@@ -142,7 +143,7 @@ def test_every_page_renders_a_finished_run(store, run_id, page):
         assert "python -m optim build --model digits_cnn" in at.code[0].value
         assert [b.proto.label for b in at.get("download_button")] == [
             "model.onnx",
-            "model.optim",
+            "model.onnx.zst",
             "recipe.json",
         ]
 
@@ -175,9 +176,26 @@ def test_a_floor_above_every_config_says_nothing_qualifies(store, run_id):
     assert len(at.get("plotly_chart")) == 2  # the rows are still charted
 
 
-def test_budgets_filter_the_recommendation(store, run_id, rows):
-    at = healthy(app(run=run_id, floor=0.5))
-    smallest = rows.loc[rows["size_bytes"].idxmin()]
+def timed_copy(store: Store, run_id: int) -> tuple[int, object]:
+    """A copy of the fixture run whose latencies are set by hand (distinct, every one beyond
+    noise), so that no assertion rests on which config happened to time faster."""
+    run = store.run(run_id)
+    new = store.create_run(run["model"], run["spec"], run["env"])
+    for i, row in enumerate(store.rows(run_id)):
+        p50 = 1.0 if row.is_baseline else 0.15 * (i + 1)
+        verdict = "baseline" if row.is_baseline else ("faster" if p50 < 1 else "slower")
+        row = replace(row, latency_p50_ms=p50, latency_p90_ms=1.1 * p50, p50_low=0.99 * p50,
+                      p50_high=1.01 * p50, speedup=1 / p50, speedup_low=0.98 / p50,
+                      speedup_high=1.02 / p50, speed_verdict=verdict)  # fmt: skip
+        store.add_result(new, next(p for p in run["spec"]["plans"] if plans.key(plans.from_json(p)) == row.key), row)
+    store.set_status(new, "done")
+    return new, ui.split_rows(store.results(new))[0]
+
+
+def test_budgets_filter_the_recommendation(store, run_id):
+    new, rows = timed_copy(store, run_id)
+    at = healthy(app(run=new, floor=0.5))
+    smallest = rows.sort_values(["size_bytes", "accuracy"], ascending=[True, False]).iloc[0]
     assert f"ship **{smallest['label']}**" in headline(at)
 
     at.number_input(key="max_size_mb").set_value(smallest["size_bytes"] / 1e6 * 0.5).run()
@@ -188,9 +206,13 @@ def test_budgets_filter_the_recommendation(store, run_id, rows):
     fastest = rows.loc[rows["latency_p50_ms"].idxmin()]
     at.number_input(key="max_latency_ms").set_value(float(fastest["latency_p50_ms"]) * 1.0001)
     at.run()
-    feasible = rows["latency_p50_ms"] <= fastest["latency_p50_ms"] * 1.0001
+    assert f"ship **{fastest['label']}**" in headline(at)  # the only config within budget
+    at.number_input(key="max_latency_ms").set_value(0.5)
+    at.run()
+    feasible = rows["latency_p50_ms"] <= 0.5
     want = rows[feasible].sort_values(["size_bytes", "accuracy"], ascending=[True, False]).iloc[0]
     assert f"ship **{want['label']}**" in headline(at)
+    store.delete_run(new)
 
 
 def test_query_params_restore_the_view(store, run_id, rows):
@@ -240,14 +262,9 @@ def test_presentation_mode_hides_the_developer_menu(store, run_id):
 
 def test_an_interrupted_run_offers_resume_and_keeps_its_rows(store, run_id):
     new = staged_run(store, run_id, "running")
-    bad = {
-        "key": "bad",
-        "label": "int2 w/tensor",
-        "family": "quantize",
-        "is_baseline": False,
-        "error": "ValueError: scales overflow",
-    }
-    store.add_result(new, "bad", [], bad)  # a config that failed: listed, not charted
+    bad = Row(key="bad", label="int2 w/tensor", family="quantize",
+              error="ValueError: scales overflow")  # fmt: skip
+    store.add_result(new, [], bad)  # a config that failed: listed, not charted
     at = healthy(app(run=new))
     assert any("stopped unexpectedly" in w.value for w in at.warning)
     assert at.button(key=f"resume-{new}")
@@ -399,12 +416,22 @@ def test_selection_maps_chart_points_back_to_keys():
 def test_headline_claims_no_speed_change_within_timing_noise(rows):
     rec = fr.recommend(rows, fr.Constraints(0.5))  # the smallest config
     base = float(rows.loc[rows["is_baseline"], "latency_p50_ms"].iloc[0])
-    for p50, claim in ((base * 1.03, None), (base * 0.97, None), (base / 2, "2.0× faster")):
+    cases = (  # (p50, paired speed-up, its interval, verdict) -> what the headline claims
+        (base * 0.7, 1.4, (0.9, 1.8), "same", "same speed"),  # the interval includes 1
+        (base * 0.97, 1.03, (1.0, 1.06), "same graph", "same speed"),
+        (base / 2, 2.0, (1.9, 2.1), "faster", "2.0× faster"),
+        (base * 2, 0.5, (0.45, 0.55), "slower", "2.0× slower"),
+    )
+    for p50, speedup, (lo, hi), verdict, claim in cases:
         noisy = rows.copy()
-        noisy.loc[noisy["key"] == rec.key, "latency_p50_ms"] = p50
+        at = noisy["key"] == rec.key
+        noisy.loc[at, ["latency_p50_ms", "speedup", "speedup_low", "speedup_high"]] = (
+            p50, speedup, lo, hi)  # fmt: skip
+        noisy.loc[at, "speed_verdict"] = verdict
         head = ui.headline(fr.recommend(noisy, fr.Constraints(0.5)), noisy)
         assert head.faster == claim
-        assert ("faster" in head.text or "slower" in head.text) == (claim is not None)
+        claims = "faster" in head.text.split("Accuracy vs")[0] or "slower" in head.text
+        assert claims == (verdict in ("faster", "slower"))
 
 
 def test_run_state_matches_the_sweep_module(store, run_id):

@@ -47,7 +47,7 @@ def test_frontier_recommends(cli_env, capsys):
     assert "ship" in capsys.readouterr().out
 
 
-def test_export_writes_onnx_packed_and_recipe(cli_env, tmp_path, capsys):
+def test_export_writes_onnx_download_and_recipe(cli_env, tmp_path, capsys):
     _, _, run_id = cli_env
     assert main(["export", str(run_id), "1", "--out", str(tmp_path / "x")]) == 0
     recipe = json.loads((tmp_path / "x" / "recipe.json").read_text())
@@ -58,9 +58,9 @@ def test_export_writes_onnx_packed_and_recipe(cli_env, tmp_path, capsys):
     assert (
         main(["build", "--model", "digits_cnn", "--plan", plan, "--out", str(tmp_path / "y")]) == 0
     )
-    assert (tmp_path / "y" / "model.optim").read_bytes() == (
-        tmp_path / "x" / "model.optim"
-    ).read_bytes()
+    assert (tmp_path / "y" / "model.onnx").read_bytes() == (
+        tmp_path / "x" / "model.onnx"
+    ).read_bytes()  # byte-identical
 
 
 def _fails(argv, capsys, match):

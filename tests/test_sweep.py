@@ -28,7 +28,7 @@ from optim.sweep import (
 from optim.techniques import Distill, Int8, Prune, Quantize, StructuredPrune
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = Settings(min_seconds=0.02, jobs=1)
+FAST = Settings(min_seconds=0.02, jobs=1, rounds=5)
 
 
 def test_grid_is_the_cross_product_with_prune_first():
@@ -115,8 +115,14 @@ def test_small_sweep_end_to_end(fresh_store):
     assert (df["acc_low"] <= df["accuracy"]).all() and (df["accuracy"] <= df["acc_high"]).all()
     for _, row in df.iterrows():
         art = Path(row["artifact"])
-        assert (art / "model.optim").stat().st_size == row["size_bytes"]
-        assert row["latency_p90_ms"] >= row["latency_p50_ms"] > 0 and row["latency_runs"] >= 50
+        assert (art / "model.onnx").stat().st_size == row["size_bytes"]
+        assert row["latency_p90_ms"] >= row["latency_p50_ms"] > 0 and row["latency_rounds"] == FAST.rounds
+        assert row["p50_low"] <= row["latency_p50_ms"] <= row["p50_high"]
+        assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
+        assert row["speed_verdict"] in ("baseline", "same graph", "same", "faster", "slower")
+        assert row["acc_verdict"] in ("baseline", "same", "better", "worse")
+    # executes the baseline's graph (dense fp32 with zeros): never called faster or slower
+    assert df.set_index("label").loc["prune 50%", "speed_verdict"] == "same graph"
     int8 = df[df["label"] == "int8 static/channel"].iloc[0]
     assert int8["precision"].startswith("int8 QDQ") and int8["size_bytes"] < base["size_bytes"]
     assert fresh_store.run(run_id)["status"] == "done"

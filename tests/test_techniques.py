@@ -88,15 +88,15 @@ def test_pruning_survives_quantization():
     assert zeros >= round(0.75 * sum(w.size for w in ws.values()))
 
 
-def test_structured_pruning_lowers_flops_params_and_latency(tmp_path):
+def test_structured_pruning_lowers_flops_params_and_size(tmp_path):
     source = sample_source("digits_cnn")
     settings = Settings(min_seconds=0.3)
     base, _ = evaluate(source, (), tmp_path / "a", settings, None)
     small, _ = evaluate(source, (StructuredPrune(0.5),), tmp_path / "b", settings, None)
-    assert small["flops"] < 0.5 * base["flops"]
-    assert small["params"] < 0.5 * base["params"]
-    assert small["onnx_bytes"] < 0.5 * base["onnx_bytes"]
-    assert small["latency_p50_ms"] < base["latency_p50_ms"]
+    assert small.flops < 0.5 * base.flops
+    assert small.params < 0.5 * base.params
+    assert small.size_bytes < 0.5 * base.size_bytes
+    assert small.graph_id != base.graph_id  # a smaller graph runs (its speed: bench/)
 
 
 def test_plan_order_is_checked():
@@ -186,4 +186,4 @@ def test_technique_contract(name):
     y0 = measure.predict(measure.session(before), x)
     assert y1.shape == y0.shape
     np.testing.assert_array_equal(y1, y2)
-    assert out1.precision and out1.stored
+    assert out1.precision

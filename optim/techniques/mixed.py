@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from onnx import numpy_helper
 
-from optim.artifact import Graph, weight_initializers
+from optim.artifact import Graph, weights_or_refuse
 from optim.plan import Context, technique
 from optim.techniques.quantize import check_granularity, granularity_field, quantize_array
 
@@ -120,7 +120,7 @@ class MixedQuantize:
 @technique(MixedQuantize, stage="graph", family="mixed")
 def mixed_quantize(graph: Graph, cfg: MixedQuantize, ctx: Context) -> Graph:
     inits = {t.name: t for t in graph.model.graph.initializer}
-    axes = weight_initializers(graph.model)
+    axes = weights_or_refuse(graph.model, cfg.label)
     widths = cfg.layer_bits(list(axes))
     encodings = {}
     for name, axis in axes.items():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from onnx import numpy_helper
 
-from optim.artifact import Encoding, Graph, weight_initializers
+from optim.artifact import Encoding, Graph, weights_or_refuse
 from optim.plan import Context, technique
 
 SCOPES = ("global", "layer")
@@ -73,7 +73,7 @@ def _smallest_mask(magnitudes: np.ndarray, amount: float) -> np.ndarray:
 @technique(Prune, stage="graph", family="prune")
 def prune(graph: Graph, cfg: Prune, ctx: Context) -> Graph:
     inits = {t.name: t for t in graph.model.graph.initializer}
-    names = list(weight_initializers(graph.model))
+    names = list(weights_or_refuse(graph.model, cfg.label))
     weights = {n: numpy_helper.to_array(inits[n]) for n in names}
     if cfg.threshold is not None:
         keeps = {n: np.abs(w) >= cfg.threshold for n, w in weights.items()}

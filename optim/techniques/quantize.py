@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import numpy_helper
 
-from optim.artifact import Encoding, Graph, weight_initializers
+from optim.artifact import Encoding, Graph, weights_or_refuse
 from optim.plan import Context, technique
 
 GRANULARITIES = ("channel", "tensor")
@@ -96,7 +96,7 @@ def quantize_array(
 def quantize(graph: Graph, cfg: Quantize, ctx: Context) -> Graph:
     inits = {t.name: t for t in graph.model.graph.initializer}
     encodings = {}
-    for name, axis in weight_initializers(graph.model).items():
+    for name, axis in weights_or_refuse(graph.model, cfg.label).items():
         old = graph.encodings.get(name)
         mask = old.mask if old is not None else None
         w = numpy_helper.to_array(inits[name])

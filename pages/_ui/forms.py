@@ -202,8 +202,8 @@ def advanced_form(model: str) -> list[tuple]:
 
 
 def settings_form() -> sweep.Settings:
-    """How latency is measured and whether the artifact is entropy-coded."""
-    threads_col, zstd_col, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    """How latency is measured: threads, and how many interleaved timing rounds."""
+    threads_col, rounds_col, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
     n = threads_col.number_input(
         "Latency threads",
         min_value=1,
@@ -212,13 +212,16 @@ def settings_form() -> sweep.Settings:
         key="sweep_threads",
         help="Intra-op threads while timing; 1 = the edge-device case",
     )
-    zstd = zstd_col.toggle(
-        "zstd over the artifact",
-        value=True,
-        key="sweep_compress",
-        help="Entropy-code the packed weights (sizes include it)",
+    rounds = rounds_col.number_input(
+        "Timing rounds",
+        min_value=2,
+        max_value=200,
+        value=20,
+        key="sweep_rounds",
+        help="Once every config is built, all are timed together in this many rounds, each in "
+        "a shuffled order with the baseline in every round; more rounds narrow the intervals",
     )
-    return sweep.Settings(threads=int(n), compress=zstd)
+    return sweep.Settings(threads=int(n), rounds=int(rounds))
 
 
 def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
@@ -356,6 +359,6 @@ def rows_table(df: pd.DataFrame) -> pd.DataFrame:
         table[col] = pd.to_numeric(table[col], errors="coerce")
     table["accuracy"] = table["accuracy"].map(lambda a: fmt_pct(a))
     table["size_bytes"] = table["size_bytes"].map(lambda b: fmt_bytes(b))
-    table["p50_ms"] = table["p50_ms"].map(lambda t: "n/a" if t != t else fmt_ms(t))
+    table["p50_ms"] = table["p50_ms"].map(lambda t: "timing…" if t != t else fmt_ms(t))
     table["seconds"] = table["seconds"].map(lambda t: "" if t != t else f"{t:.1f} s")
     return table.rename(columns={"size_bytes": "size", "p50_ms": "p50", "seconds": "took"})
