@@ -96,7 +96,7 @@ def main() -> None:
         base, pick, secs, failed = best(name, small_plans(name), "size")
         rows.append({"model": name, "baseline acc": base["accuracy"], "smallest >= 99 %": pick["label"],
                      "acc": pick["accuracy"], "bytes": int(pick["size_bytes"]),
-                     "x smaller vs fp32 .onnx": base["onnx_bytes"] / pick["size_bytes"],
+                     "x smaller vs fp32 .onnx": base["size_bytes"] / pick["size_bytes"],
                      "failed configs": failed, "wall s": secs})  # fmt: skip
     print(
         "\n(a) smallest artifact within 99 % of baseline, with recovery training (target >= 25x)"

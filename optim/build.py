@@ -55,7 +55,9 @@ class Settings:
         if self.rounds < 2:
             raise ValueError(f"`rounds >= 2` must hold, but got rounds={self.rounds}")
         if not self.min_seconds > 0:
-            raise ValueError(f"`min_seconds > 0` must hold, but got min_seconds={self.min_seconds}")
+            raise ValueError(
+                f"`min_seconds > 0` must hold, but got min_seconds={self.min_seconds}"
+            )
 
 
 _GRAPHS: dict[tuple[str, str], tuple[Graph, float | None]] = {}  # per-process export cache

@@ -147,7 +147,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", type=Path, required=True)
-    e = sub.add_parser("export", help="write a config's ONNX file, its .zst download and JSON recipe")
+    e = sub.add_parser(
+        "export", help="write a config's ONNX file, its .zst download and JSON recipe"
+    )
     e.add_argument("run", type=int)
     e.add_argument("config", help="row number from the sweep table, or the config label")
     e.add_argument("--out", type=Path, required=True)

@@ -146,7 +146,10 @@ def frontier(
         >>> frontier(df, ("accuracy", "latency_p50_ms"))  # doctest: +SKIP
     """
     cols = _cols(df, objectives)
-    cols = [compared_latency(df) if o == "latency_p50_ms" else c for o, c in zip(objectives, cols, strict=True)]
+    cols = [
+        compared_latency(df) if o == "latency_p50_ms" else c
+        for o, c in zip(objectives, cols, strict=True)
+    ]
     v = np.array(cols, dtype=float).T.reshape(len(df), len(objectives))
     ok = ~np.isnan(v).any(axis=1)
     mask = np.zeros(len(df), dtype=bool)

@@ -156,7 +156,9 @@ def mcnemar_p(correct: np.ndarray, base_correct: np.ndarray) -> float:
 
     a, b = np.asarray(correct, bool), np.asarray(base_correct, bool)
     if a.shape != b.shape:
-        raise ValueError(f"`correct.shape == base_correct.shape` must hold, but got {a.shape}, {b.shape}")
+        raise ValueError(
+            f"`correct.shape == base_correct.shape` must hold, but got {a.shape}, {b.shape}"
+        )
     wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
     return 1.0 if wins + losses == 0 else float(binomtest(wins, wins + losses, 0.5).pvalue)
 
@@ -330,8 +332,8 @@ def time_interleaved(
     times = {k: np.empty((rounds, calls[k])) for k in sessions}
     rng = np.random.default_rng(seed)
     keys = list(sessions)
-    for r in range(rounds):
-        for k in rng.permutation(keys):
+    for r, order in enumerate(schedule(keys, rounds, rng)):
+        for k in order:
             s, feed, row = sessions[k], feeds[k], times[k][r]
             for i in range(calls[k]):
                 t0 = time.perf_counter()
@@ -342,6 +344,12 @@ def time_interleaved(
     return {k: _timing(times[k] * 1e3, times[baseline] * 1e3, k == baseline,
                        bool(graph_ids) and graph_ids.get(k) == graph_ids.get(baseline), rng)
             for k in keys}  # fmt: skip
+
+
+def schedule(keys: list[str], rounds: int, rng: np.random.Generator) -> list[list[str]]:
+    """The timing order: every key (the baseline among them) once per round, each round
+    shuffled afresh, so no config always runs right after another or always first."""
+    return [list(rng.permutation(keys)) for _ in range(rounds)]
 
 
 def _timing(t: np.ndarray, base: np.ndarray, is_base: bool, same: bool, rng) -> Timing:

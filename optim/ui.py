@@ -387,6 +387,14 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
     )
 
 
+def _worst_change(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> float:
+    """Points the config's worst class lost (or gained) against the baseline on that class."""
+    k, per = row.get("worst_class"), base.get("class_acc") if base is not None else None
+    if k is None or k != k or not isinstance(per, list) or int(k) >= len(per):
+        return math.nan
+    return 100 * (float(row["worst_class_acc"]) - float(per[int(k)]))
+
+
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name].astype(float) if name in df.columns else pd.Series(np.nan, df.index)
 
@@ -448,6 +456,7 @@ def versus_baseline(ok: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             "accuracy": out["accuracy"],
             "vs baseline": [accuracy_text(r) for r in out.to_dict("records")],
             "worst class": _col(out, "worst_class_acc"),
+            "worst class Δ (points)": [_worst_change(r, base) for r in out.to_dict("records")],
             "size_bytes": out["size_bytes"],
             "× smaller": (base["size_bytes"] if base is not None else np.nan) / out["size_bytes"],
             "peak_rss_bytes": _col(out, "peak_rss_bytes"),

@@ -47,7 +47,9 @@ size.metric(
 )
 timed = figures.get(name, {})  # the newest run's baseline, timed with that run's configs
 if "measured_in" in timed and timed.get("latency_p50_ms") == timed.get("latency_p50_ms"):
-    p50, lo, hi, where = (timed[k] for k in ("latency_p50_ms", "p50_low", "p50_high", "measured_in"))
+    p50, lo, hi, where = (
+        timed[k] for k in ("latency_p50_ms", "p50_low", "p50_high", "measured_in")
+    )
 else:
     p50, lo, hi, where = s["latency_p50_ms"], s["p50_low"], s["p50_high"], "this profile"
 latency.metric(

@@ -187,7 +187,11 @@ def timed_copy(store: Store, run_id: int) -> tuple[int, object]:
         row = replace(row, latency_p50_ms=p50, latency_p90_ms=1.1 * p50, p50_low=0.99 * p50,
                       p50_high=1.01 * p50, speedup=1 / p50, speedup_low=0.98 / p50,
                       speedup_high=1.02 / p50, speed_verdict=verdict)  # fmt: skip
-        store.add_result(new, next(p for p in run["spec"]["plans"] if plans.key(plans.from_json(p)) == row.key), row)
+        store.add_result(
+            new,
+            next(p for p in run["spec"]["plans"] if plans.key(plans.from_json(p)) == row.key),
+            row,
+        )
     store.set_status(new, "done")
     return new, ui.split_rows(store.results(new))[0]
 

@@ -193,7 +193,6 @@ def test_budget_recommendation_selection_and_flags() -> None:
     assert shapes["over budget"].x0 == 5e6
     assert keys_of(trace(fig, "recommended")) == [rec.key]
     assert sorted(keys_of(trace(fig, "selected"))) == ["k5", "k7"]
-    base = df.iloc[0]
     flagged = set(keys_of(trace(fig, "slower / not smaller than baseline")))
     slower = df.speed_verdict == "slower"  # the paired timing's verdict, nothing else
     assert flagged == set(df.key[slower & ~df.is_baseline]) and flagged

@@ -200,3 +200,33 @@ def test_formatters() -> None:
     assert fmt_bytes(58_200) == "58.2 KB" and fmt_bytes(44_700_000) == "44.7 MB"
     assert fmt_bytes(512) == "512 B" and fmt_bytes(float("nan")) == "n/a"
     assert fmt_pct(0.9725) == "97.2 %" and fmt_pct(0.99, digits=0) == "99 %"
+
+
+def test_the_floor_can_apply_to_the_worst_class() -> None:
+    # int4 has the best mean after the baseline but breaks one class (a screening model's
+    # positives); int8 keeps every class above 95 %
+    df = rows(worst_class_acc=[0.97, 0.96, 0.80, 0.90])
+    mean = recommend(df, Constraints(floor=0.97))
+    assert mean.key == "int4" and mean.feasible.tolist() == [True, True, True, False]
+    worst = recommend(df, Constraints(floor=0.95, on="worst_class_acc"))
+    assert worst.key == "int8" and worst.feasible.tolist() == [True, True, False, False]
+    assert "worst class's accuracy" in worst.message
+    relative = recommend(df, Constraints(floor=0.98, relative=True, on="worst_class_acc"))
+    assert relative.floor_value == pytest.approx(0.98 * 0.97) and relative.key == "int8"
+    with pytest.raises(ValueError, match="on in"):
+        Constraints(floor=0.9, on="median")
+
+
+def test_latency_within_noise_never_wins_or_loses() -> None:
+    # prune is 30 % faster by its raw p50 but its speed-up interval includes 1: it ties the
+    # baseline on latency, so it is neither the fastest nor on the frontier for speed
+    df = rows(latency_p50_ms=[10.0, 11.0, 12.0, 7.0],
+              speed_verdict=["baseline", "slower", "slower", "same"],
+              speedup=[1.0, 10 / 11, 10 / 12, 10 / 7])  # fmt: skip
+    assert fr.compared_latency(df).tolist() == [10.0, 11.0, 12.0, 10.0]
+    rec = recommend(df, Constraints(floor=0.9, prefer="latency"))
+    assert rec.key == "base"  # ties with prune on latency, wins on accuracy
+    assert not frontier(df, ("accuracy", "latency_p50_ms"))[3]
+    pick = recommend(df, Constraints(floor=0.9, max_size_bytes=30e6, prefer="latency"))
+    assert pick.key == "prune" and pick.speedup == 1.0
+    assert "same speed as baseline (within noise)" in pick.message

@@ -116,7 +116,10 @@ def test_small_sweep_end_to_end(fresh_store):
     for _, row in df.iterrows():
         art = Path(row["artifact"])
         assert (art / "model.onnx").stat().st_size == row["size_bytes"]
-        assert row["latency_p90_ms"] >= row["latency_p50_ms"] > 0 and row["latency_rounds"] == FAST.rounds
+        assert (
+            row["latency_p90_ms"] >= row["latency_p50_ms"] > 0
+            and row["latency_rounds"] == FAST.rounds
+        )
         assert row["p50_low"] <= row["latency_p50_ms"] <= row["p50_high"]
         assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
         assert row["speed_verdict"] in ("baseline", "same graph", "same", "faster", "slower")

@@ -246,6 +246,9 @@ def selection_details(ok: pd.DataFrame) -> None:
             | {
                 "× smaller": COLUMNS["smaller"],
                 "p50_ms": COLUMNS["p50_ms"],
+                "worst class Δ (points)": st.column_config.NumberColumn(
+                    format="%+.1f", help="Against the baseline's accuracy on the same class"
+                ),
             },
         )
 
