@@ -2,7 +2,7 @@
 
 One journey, as a user would take it: run a small digits_cnn sweep from the Sweep page, read
 the recommendation on Trade-offs, raise the floor with the keyboard, open the shared link in a
-fresh browser, download the packed artifact from Export. Full-page screenshots of every page
+fresh browser, download the shipped .onnx from Export. Full-page screenshots of every page
 land in ``test-artifacts/screenshots/`` (printed at the end of the run): look at them.
 """
 
@@ -282,17 +282,17 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     healthy(fresh, "06-shared-link")
     other.close()
 
-    # Export: the packed artifact of the recommended (or closest) config, byte for byte
+    # Export: the shipped .onnx of the recommended (or closest) config, byte for byte
     open_page(page, "Export")
     key = rec.key or rec.closest_key
     row = rows.set_index("key").loc[key]
     assert row["label"] in page.locator(".st-key-export_config input").input_value()
-    button = page.get_by_role("button", name="model.optim", exact=True)
+    button = page.get_by_role("button", name="model.onnx", exact=True)
     with page.expect_download() as download:
         button.click()
     got = Path(download.value.path()).read_bytes()
-    assert got and got == (Path(row["artifact"]) / "model.optim").read_bytes()
-    assert download.value.suggested_filename == "model.optim"
+    assert got and got == (Path(row["artifact"]) / "model.onnx").read_bytes()
+    assert download.value.suggested_filename == "model.onnx"
     settle(page)
     healthy(page, "07-export")
 

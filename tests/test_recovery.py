@@ -32,7 +32,7 @@ FAST = Settings(min_seconds=0.05)
 def _accuracy(source, plan, tmp_path) -> float:
     out_dir = tmp_path / hashlib.sha1(plans.key(plan).encode()).hexdigest()[:12]
     row, _ = evaluate(source, plan, out_dir, FAST, None)
-    return row["accuracy"]
+    return row.accuracy
 
 
 def _state_equal(a: nn.Module, b: nn.Module) -> bool:
