@@ -30,7 +30,7 @@ def run_twice(name: str, plans: list, settings) -> pd.DataFrame:
     runs = [store.results(sweep(name, plans, settings, store)) for _ in range(2)]
     cols = ["label", "precision", "speedup", "speedup_low", "speedup_high", "speed_verdict"]
     a, b = (r[r["accuracy"].notna()][["key", *cols]].set_index("key") for r in runs)
-    both = a.join(b[cols[2:]], rsuffix=" (run 2)")
+    both = a.join(b[cols[2:]].add_suffix(" (run 2)"))
     lo = both[["speedup_low", "speedup_low (run 2)"]].max(axis=1)
     hi = both[["speedup_high", "speedup_high (run 2)"]].min(axis=1)
     both["overlap"] = lo <= hi

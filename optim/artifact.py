@@ -29,6 +29,7 @@ CONTAINERS = {
     4: ((TensorProto.INT4, TensorProto.UINT4), 21),
     8: ((TensorProto.INT8, TensorProto.UINT8), 13),
 }
+SCOPES = "pkg.torch.onnx.name_scopes"  # the one exporter record a shipped file keeps
 SPARSE_MAX_DENSITY = 0.3  # COO costs 12 bytes per kept fp32 weight (value + int64 index)
 
 
@@ -333,4 +334,9 @@ def export_onnx(model, example: np.ndarray) -> onnx.ModelProto:
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
-    return program.model_proto
+    model = program.model_proto
+    for node in model.graph.node:  # drop the exporter's debug records (stack traces, fx nodes:
+        keep = [p for p in node.metadata_props if p.key == SCOPES]  # most of a small file's
+        del node.metadata_props[:]  # bytes); the module scopes name the profile's layers
+        node.metadata_props.extend(keep)
+    return model

@@ -142,8 +142,8 @@ def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     source = get_source(spec)
     torch_steps = plans.from_json(json.loads(torch_key))
     check_torch_steps(source, torch_steps)
-    if source.onnx_path is not None:
-        return Graph(onnx.load(source.onnx_path), {}), None
+    if source.onnx_path is not None:  # the intake's normalized file; FLOPs from its shapes
+        return Graph(onnx.load(source.onnx_path), {}), source.meta.get("intake", {}).get("flops")
     model = _torch_model(spec, torch_steps)
     return Graph(export_onnx(model, source.example), {}), _flops(model, source.example)
 

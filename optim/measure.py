@@ -244,6 +244,7 @@ def graph_id(model: Path, threads: int = 1) -> str:
         opt = onnx.load(str(Path(d) / "opt.onnx"), load_external_data=False)
     g = opt.graph
     inits = {t.name: f"w{t.data_type}:{list(t.dims)}" for t in g.initializer}
+    inits |= {s.values.name: f"w{s.values.data_type}:{list(s.dims)}" for s in g.sparse_initializer}
     names = {i.name: f"in{k}" for k, i in enumerate(g.input) if i.name not in inits}
     h = hashlib.sha1()
     for k, node in enumerate(g.node):
@@ -257,14 +258,20 @@ def graph_id(model: Path, threads: int = 1) -> str:
 def check_optimizations(model: Path, x: np.ndarray, outputs: np.ndarray, n: int = 16) -> None:
     """Refuse a file whose outputs ONNX Runtime's graph optimizations change (a fusion that
     miscomputes it): the first ``n`` rows of ``x`` run unoptimized must give ``outputs[:n]``
-    (the optimized session's) within float rounding."""
+    (the optimized session's) within float rounding (0.1 %), or for a graph with int8
+    activations within 5 % of the outputs' range."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     plain = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     want = predict(plain, x[:n])
     diff = float(np.max(np.abs(want - outputs[:n]))) if want.size else 0.0
-    if diff > 1e-3 * (1 + float(np.max(np.abs(want)))):
+    tolerance = 1e-3 * (1 + float(np.max(np.abs(want)))) if want.size else 0.0
+    if any(i.op_type == "QuantizeLinear" for i in onnx.load(str(model)).graph.node):
+        # int8 activations: fused integer kernels round differently from the unfused QDQ
+        # emulation, by up to a few quantization steps; a broken fusion is off by far more
+        tolerance = max(tolerance, 0.05 * float(np.ptp(want)))
+    if diff > tolerance:
         raise ValueError(
             f"ONNX Runtime {ort.__version__}'s default optimizations change the outputs of "
             f"{model.name} (max |difference| {diff:.3g} on {len(want)} test inputs): not shipped"

@@ -66,9 +66,57 @@ def _torch_layers(model, example: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def onnx_layers(model) -> pd.DataFrame:
+    """Per node of an ONNX graph with inferred shapes: ``layer`` (node name), ``type``, ``params``
+    (float initializer elements it reads first) and ``flops`` per example (2 per multiply-add
+    for Conv, ConvTranspose, Gemm and MatMul, as ``torch.utils.flop_counter`` counts; batch 1)."""
+    from onnx import TensorProto
+
+    g = model.graph
+    inits = {t.name: tuple(t.dims) for t in g.initializer if t.data_type == TensorProto.FLOAT}
+    shapes = {t.name: tuple(t.dims) for t in g.initializer}
+    for v in (*g.input, *g.value_info, *g.output):
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+    seen, rows = set(), []
+    for i, node in enumerate(g.node):
+        own = [n for n in node.input if n in inits and n not in seen]
+        seen.update(own)
+        rows.append({
+            "layer": node.name or f"{node.op_type}_{i}", "type": node.op_type,
+            "params": sum(int(np.prod(inits[n], dtype=np.int64)) for n in own),
+            "flops": _node_flops(node, shapes),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=["layer", "type", "params", "flops"])
+
+
+def _node_flops(node, shapes: dict) -> float:
+    """2 x multiply-adds of one node at batch 1 (0 where shapes are unknown)."""
+    out = shapes.get(node.output[0]) if node.output else None
+    if not out:
+        return 0.0
+    per_example = float(np.prod(out[1:])) if len(out) > 1 else float(np.prod(out))
+    if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+        w = shapes.get(node.input[1])
+        if not w:
+            return 0.0
+        if node.op_type == "Conv":  # out (N, C_out, *spatial), w (C_out, C_in/g, *k)
+            return 2.0 * per_example * float(np.prod(w[1:]))
+        return 2.0 * float(np.prod(shapes.get(node.input[0], (1,))[1:])) * float(np.prod(w[1:]))
+    if node.op_type in ("Gemm", "MatMul") and len(node.input) > 1:
+        a = shapes.get(node.input[0])
+        if not a:
+            return 0.0
+        trans_a = next((x.i for x in node.attribute if x.name == "transA"), 0)
+        k = a[-2] if node.op_type == "Gemm" and trans_a else a[-1]
+        return 2.0 * per_example * float(k)
+    return 0.0
+
+
 def _ort_times(
-    onnx_path: Path, example: np.ndarray, threads: int, runs: int = 30
+    onnx_path: Path, example: np.ndarray, threads: int, runs: int = 30, by_scope: bool = True
 ) -> dict[str, float]:
+    """Share of ORT kernel time per torch module scope (``by_scope``) or per node name."""
     import onnx
     import onnxruntime as ort
 
@@ -77,7 +125,7 @@ def _ort_times(
     for node in model.graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
         raw = meta.get("pkg.torch.onnx.name_scopes")
-        scopes[node.name] = _group(ast.literal_eval(raw)) if raw else node.op_type
+        scopes[node.name] = _group(ast.literal_eval(raw)) if raw and by_scope else node.name
     with tempfile.TemporaryDirectory() as d:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -115,13 +163,19 @@ def profile(model: str | ModelSource, threads: int = 1) -> Profile:
         settings = Settings(threads=threads)
         row, _ = evaluate(source, (), Path(d), settings, None)
         row = time_rows([row], settings, source.example)[0].to_dict()
-        shares = _ort_times(Path(d) / "model.onnx", source.example, threads)
+        shares = _ort_times(Path(d) / "model.onnx", source.example, threads,
+                            by_scope=source.build is not None)  # fmt: skip
     if source.build is not None:
         layers = _torch_layers(source.build(), source.example)
         layers["latency_share"] = layers["layer"].map(shares).astype(float)
-    else:
-        layers = pd.DataFrame({"layer": list(shares), "latency_share": list(shares.values())})
-        layers["type"], layers["params"], layers["flops"] = "", np.nan, np.nan
+    else:  # the intake's normalized graph: per node, from its inferred shapes
+        import onnx
+
+        from optim.intake import _bind_shapes
+
+        graph = _bind_shapes(onnx.load(source.onnx_path), source.example)
+        layers = onnx_layers(graph)
+        layers["latency_share"] = layers["layer"].map(shares).astype(float)
     summary = {
         "model": source.name,
         "params": row["params"],

@@ -7,6 +7,7 @@ held out and used only for the accuracy the dashboard shows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,7 +112,9 @@ def sample_source(name: str) -> ModelSource:
 def onnx_source(
     onnx_path: str | Path, data_path: str | Path, name: str | None = None
 ) -> ModelSource:
-    """A bring-your-own model: an ONNX file plus an ``.npz`` with its data.
+    """A bring-your-own model: an ONNX file plus an ``.npz`` with its data. The file goes
+    through the intake (:func:`optim.intake.intake`: safety checks, normalization, proof), and
+    the normalized file is the model every config starts from; ``meta["intake"]`` is its report.
 
     The ``.npz`` holds ``x_test`` and ``x_calib`` (float32, batch first) and optionally ``y_test``
     (int labels); without labels the metric is agreement with the baseline's predictions. It is
@@ -141,14 +144,21 @@ def onnx_source(
             arrays["x_test"].astype(np.float32), None if y is None else y.astype(np.int64)
         ),
     }
+    from optim.intake import intake
+
+    normalized, report = intake(onnx_path, splits["test"].x)  # the baseline, proven equal
     return ModelSource(
         name=name or onnx_path.stem,
         description=f"ONNX file {onnx_path.name} with data {data_path.name}",
         splits=splits,
-        onnx_path=onnx_path,
+        onnx_path=normalized,
         metric="top1" if y is not None else "agreement",
         family="onnx",
-        meta={"onnx_path": str(onnx_path), "data_path": str(data_path)},
+        meta={
+            "onnx_path": str(onnx_path),
+            "data_path": str(data_path),
+            "intake": dataclasses.asdict(report),
+        },  # fmt: skip
     )
 
 

@@ -307,6 +307,8 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
         return Headline(rec.message)
     row = ok[ok["key"] == rec.key].iloc[0]
     smaller = _times(rec.size_ratio, "smaller", "larger")
+    if rec.size_ratio is not None and abs(rec.size_ratio - 1) < 0.05:
+        smaller = "same size"
     faster = None
     if rec.speedup is not None and rec.speedup != 1.0:
         faster = _times(rec.speedup, "faster", "slower")

@@ -59,5 +59,9 @@ latency.metric(
     f"{s['threads']} thread(s), batch 1, interleaved rounds",
 )
 
+st.caption(
+    f"Latency p50 {fmt_ms(p50)} (95 % CI {fmt_ms(lo)}–{fmt_ms(hi)}) measured in {where}; size is "
+    "the fp32 .onnx file's bytes."
+)
 st.plotly_chart(charts.profile_figure(prof.layers), config={"displaylogo": False})
 st.dataframe(prof.layers, hide_index=True, width="stretch", column_config=views.LAYER_COLUMNS)

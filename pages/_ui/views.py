@@ -128,7 +128,9 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
 
 def _ratio(col, ratio: str | None, label: str, value: str, help: str) -> None:
     """ "9.0× smaller" as the metric "Smaller than baseline: 9.0×"; without a ratio, the figure."""
-    if ratio:
+    if ratio and ratio.startswith("same "):  # "same speed": within noise of the baseline
+        value, label = "same", f"{ratio.split(' ', 1)[1].capitalize()} as baseline"
+    elif ratio:
         value, word = ratio.split(" ", 1)
         label = f"{word.capitalize()} than baseline"
     col.metric(label, value, help=help)
@@ -143,11 +145,11 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
             return
         st.container(key="headline-text").markdown(head.text)
         row, base = ok[ok["key"] == rec.key].iloc[0], ui.baseline(ok)
-        delta, color = None, "normal"
+        delta, color, arrow = None, "normal", "auto"
         if base is not None and not row["is_baseline"]:
             delta = ui.accuracy_text(row)
             if row.get("acc_verdict") not in ("better", "worse"):
-                color = "off"  # no arrow for a difference the test cannot tell from noise
+                color, arrow = "off", "off"  # no arrow for a difference within noise
         ship, size, speed, acc = st.columns([2.2, 1, 1, 1.2])
         ship.container(key="ship").metric("Ship", head.config)
         size_text = fr.fmt_bytes(row["size_bytes"])
@@ -155,7 +157,8 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         p50_text = fr.fmt_ms(row["latency_p50_ms"]) if timed else "timing…"
         _ratio(size, head.smaller, "Size", size_text, f"{size_text} on disk")
         _ratio(speed, head.faster, "Latency p50", p50_text, f"{p50_text} p50, batch 1")
-        acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, help=head.ci)
+        acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, delta_arrow=arrow,
+                   help=head.ci)  # fmt: skip
         st.caption(head.detail)
 
 
