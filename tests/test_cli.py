@@ -164,5 +164,5 @@ def test_bad_onnx_source(tmp_path, capsys, fresh_store):
         x_test=np.zeros((4, 3), np.float32),
         x_calib=np.zeros((4, 3), np.float32),
     )
-    _fails(["sweep", "--model", f"{tmp_path}/m.onnx:{tmp_path}/d.npz"], capsys, "cannot be loaded")
+    _fails(["sweep", "--model", f"{tmp_path}/m.onnx:{tmp_path}/d.npz"], capsys, "m.onnx is not an ONNX model")
     assert len(fresh_store.runs()) == 0
