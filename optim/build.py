@@ -48,10 +48,18 @@ class Settings:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise ValueError(f"`threads >= 1` must hold, but got threads={self.threads}")
-        if self.jobs < 0:
-            raise ValueError(f"`jobs >= 0` must hold, but got jobs={self.jobs}")
+        cores = os.cpu_count() or 1  # more threads or workers than cores only add noise
+        if not 1 <= self.threads <= cores:
+            raise ValueError(
+                f"`1 <= threads <= {cores}` (this machine's cores) must hold, but got "
+                f"threads={self.threads}"
+            )
+        if not 0 <= self.jobs <= cores:
+            raise ValueError(
+                f"`0 <= jobs <= {cores}` (this machine's cores) must hold, but got jobs={self.jobs}"
+            )
+        if self.seed < 0:
+            raise ValueError(f"`seed >= 0` must hold, but got seed={self.seed}")
         if self.rounds < 2:
             raise ValueError(f"`rounds >= 2` must hold, but got rounds={self.rounds}")
         if not self.min_seconds > 0:

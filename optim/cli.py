@@ -464,10 +464,12 @@ def recipe(run: dict, row: pd.Series) -> dict:
 
 
 def reproduce_command(model: str, plan: list, settings: dict) -> str:
-    return (
-        f"python -m optim build --model {model} --plan '{json.dumps(plan, separators=(',', ':'))}' "
-        f"--threads {settings['threads']} --out DIR"
-    )
+    """The shell command that rebuilds a config; every argument is quoted (users paste it)."""
+    import shlex
+
+    args = ["python", "-m", "optim", "build", "--model", model, "--plan",
+            json.dumps(plan, separators=(",", ":")), "--threads", str(settings["threads"])]  # fmt: skip
+    return " ".join(shlex.quote(a) for a in args) + " --out DIR"
 
 
 def _cmd_build(args, out) -> None:

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m streamlit run app.py --server.port "${PORT:-8501}" "$@"
+# loopback only by default: serving a team is a choice (ADDRESS=0.0.0.0), not an accident
+exec .venv/bin/python -m streamlit run app.py --server.port "${PORT:-8501}" \
+  --server.address "${ADDRESS:-127.0.0.1}" "$@"

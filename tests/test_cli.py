@@ -164,5 +164,35 @@ def test_bad_onnx_source(tmp_path, capsys, fresh_store):
         x_test=np.zeros((4, 3), np.float32),
         x_calib=np.zeros((4, 3), np.float32),
     )
-    _fails(["sweep", "--model", f"{tmp_path}/m.onnx:{tmp_path}/d.npz"], capsys, "m.onnx is not an ONNX model")
+    _fails(
+        ["sweep", "--model", f"{tmp_path}/m.onnx:{tmp_path}/d.npz"],
+        capsys,
+        "m.onnx is not an ONNX model",
+    )
+    assert len(fresh_store.runs()) == 0
+
+
+def test_the_rebuild_command_quotes_every_argument(tmp_path):
+    import shlex
+
+    hostile = "m;touch X;.onnx:d.npz"
+    cmd = cli_reproduce(hostile, [{"technique": "Quantize", "bits": 4}], {"threads": 1})
+    assert shlex.split(cmd)[5] == hostile  # one argument, nothing runs
+    assert "'m;touch X;.onnx:d.npz'" in cmd
+
+
+def cli_reproduce(model, plan, settings):
+    from optim.cli import reproduce_command
+
+    return reproduce_command(model, plan, settings)
+
+
+@pytest.mark.parametrize(
+    "flag, value, rule",
+    [("--threads", "10000", "`1 <= threads <= "), ("--jobs", "999", "`0 <= jobs <= "),
+     ("--seed", "-1", "`seed >= 0` must hold, but got seed=-1")],
+)  # fmt: skip
+def test_threads_jobs_and_seed_are_bounded(flag, value, rule, capsys, fresh_store):
+    _fails(["sweep", "--model", "digits_cnn", "--bits", "4", "--sparsity", "0", flag, value],
+           capsys, rule)  # fmt: skip
     assert len(fresh_store.runs()) == 0
