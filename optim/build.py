@@ -45,7 +45,9 @@ class Settings:
         """Settings stored with a run (fields an older version stored and this one dropped,
         such as ``compress``, are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kept = {k: v for k, v in d.items() if k in names}
+        kept["jobs"] = min(int(kept.get("jobs", 0)), os.cpu_count() or 1)  # another machine's
+        return cls(**kept)
 
     def __post_init__(self) -> None:
         cores = os.cpu_count() or 1  # more threads or workers than cores only add noise
@@ -227,9 +229,13 @@ def time_rows(
     """Time the shipped files of ``rows`` (the baseline among them) together, interleaved
     (:func:`optim.measure.time_interleaved`), and return the rows with their latency."""
     ok = [r for r in rows if r.error is None and r.artifact]
+    ok = [r for r in ok if (Path(r.artifact) / "model.onnx").is_file()]  # a deleted file: untimed
     base = next((r for r in ok if r.is_baseline), None)
     if base is None:
-        raise ValueError("timing needs the baseline's row among the rows")
+        raise ValueError(
+            "timing needs the baseline's measured row and its model.onnx, but "
+            f"{'it failed: ' + next((r.error for r in rows if r.is_baseline), '') if any(r.is_baseline for r in rows) else 'no baseline row is among the rows'}"
+        )
     timings = measure.time_interleaved(
         {r.key: Path(r.artifact) / "model.onnx" for r in ok}, example, base.key,
         threads=settings.threads, rounds=settings.rounds, min_seconds=settings.min_seconds,

@@ -436,6 +436,7 @@ def export(run: dict, row: pd.Series, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for name in SHIPPED:
+        (out_dir / name).unlink(missing_ok=True)  # no stale download beside a new model
         if (src / name).is_file():
             shutil.copyfile(src / name, out_dir / f".{name}.tmp")
             (out_dir / f".{name}.tmp").replace(out_dir / name)
@@ -468,7 +469,8 @@ def reproduce_command(model: str, plan: list, settings: dict) -> str:
     import shlex
 
     args = ["python", "-m", "optim", "build", "--model", model, "--plan",
-            json.dumps(plan, separators=(",", ":")), "--threads", str(settings["threads"])]  # fmt: skip
+            json.dumps(plan, separators=(",", ":")), "--threads", str(settings["threads"]),
+            "--seed", str(settings.get("seed", 0))]  # fmt: skip
     return " ".join(shlex.quote(a) for a in args) + " --out DIR"
 
 

@@ -308,6 +308,10 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
     feasible = acc_ok & (over == 0)
     feasible.setflags(write=False)
     budget_txt = " and ".join(f"{fmt(lim)} {name} budget" for _, lim, name, fmt in budgets)
+    if feasible.any() and c.prefer == "latency" and np.isnan(lat[feasible]).all():
+        msg = (f"{int(feasible.sum())} of {n} configs reach {floor_txt}; their latency is not "
+               "timed yet (every config is timed together once all are built).")  # fmt: skip
+        return Recommendation(None, feasible, floor, None, msg, constraints=c)
     if feasible.any():
         i = _pick(feasible, size if c.prefer == "size" else lat, acc, keys)
         base = size[b] if b is not None else math.nan

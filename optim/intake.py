@@ -35,7 +35,14 @@ MAX_ELEMENTS = 1 << 31  # a constant or shape that asks for more elements is ref
 
 def max_bytes() -> int:
     """Largest ONNX file (with its external data) accepted: ``OPTIM_MAX_MODEL_MB``, default 4096."""
-    return int(float(os.environ.get("OPTIM_MAX_MODEL_MB", "4096")) * 1e6)
+    raw = os.environ.get("OPTIM_MAX_MODEL_MB", "4096")
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not mb > 0:
+        raise ValueError(f"`OPTIM_MAX_MODEL_MB > 0` must hold, but got {raw!r}")
+    return int(mb * 1e6)
 
 
 @dataclass(frozen=True)
@@ -77,12 +84,11 @@ def _opset(model: onnx.ModelProto) -> int:
 
 def _safe_external(path: Path, model: onnx.ModelProto) -> int:
     """Check every external-data reference; returns the external bytes referenced."""
+    from onnx.external_data_helper import _get_all_tensors
+
     folder, total = path.parent.resolve(), 0
-    tensors = list(model.graph.initializer)
-    tensors += [
-        n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute
-    ]
-    for t in tensors:
+    # every tensor: initializers, sparse ones, attributes, subgraphs (If/Loop/Scan), functions
+    for t in _get_all_tensors(model):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in t.external_data}
@@ -105,7 +111,13 @@ def _safe_external(path: Path, model: onnx.ModelProto) -> int:
                 f"tensor {t.name!r} keeps its data at {loc!r}: it must be a plain file (no "
                 "symlink, no hard link) inside the model's folder"
             )
-        offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        except ValueError:
+            raise ValueError(
+                f"tensor {t.name!r} has a non-integer external offset/length: "
+                f"{info.get('offset')!r}/{info.get('length')!r}"
+            ) from None
         size = raw.stat().st_size
         if length < 0:
             length = size - offset
@@ -128,7 +140,12 @@ def _check_sizes(model: onnx.ModelProto) -> None:
                 f"initializer {t.name!r} declares {n:,} elements (limit {MAX_ELEMENTS:,})"
             )
         if t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data"):
-            width = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            try:
+                width = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(
+                    f"initializer {t.name!r} has unknown data type {t.data_type}"
+                ) from None
             bits = (
                 4 if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) else 8 * width
             )
@@ -178,8 +195,15 @@ def _run(model_or_path, x: np.ndarray) -> list[np.ndarray]:
     opts.log_severity_level = 3
     src = model_or_path if isinstance(model_or_path, bytes) else str(model_or_path)
     sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i : i + 64]}) for i in range(0, len(x), 64)]
+    inp = sess.get_inputs()[0]
+    try:
+        outs = [sess.run(None, {inp.name: x[i : i + 64]}) for i in range(0, len(x), 64)]
+    except Exception as e:  # noqa: BLE001 - a data/model mismatch is one user error
+        reason = " ".join(str(e).split())[:160]
+        raise ValueError(
+            f"the test data {tuple(x.shape)} does not run through input {inp.name!r} "
+            f"{inp.shape}: {reason}"
+        ) from None
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
@@ -280,7 +304,13 @@ def intake(path: str | Path, x: np.ndarray) -> tuple[Path, Report]:
 
     path = Path(path)
     safety_check(path)
-    key = hashlib.sha256(f"{_sha(path)}:{x.shape[1:]}".encode()).hexdigest()[:16]
+    from onnx.external_data_helper import _get_all_tensors
+
+    model = onnx.load(str(path), load_external_data=False)
+    files = sorted({e.value for t in _get_all_tensors(model) for e in t.external_data
+                    if t.data_location == onnx.TensorProto.EXTERNAL and e.key == "location"})  # fmt: skip
+    parts = [_sha(path), *(_sha(path.parent / f) for f in files), str(x.shape[1:])]
+    key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]  # its data files count too
     folder = home() / "intake" / key
     out, meta = folder / "model.onnx", folder / "report.json"
     if out.is_file() and meta.is_file():

@@ -348,8 +348,9 @@ def time_interleaved(
                 row[i] = time.perf_counter() - t0
         if progress:
             progress(r + 1, rounds)
-    return {k: _timing(times[k] * 1e3, times[baseline] * 1e3, k == baseline,
-                       bool(graph_ids) and graph_ids.get(k) == graph_ids.get(baseline), rng)
+    ids = graph_ids or {}
+    same = {k: ids.get(k) is not None and ids.get(k) == ids.get(baseline) for k in keys}
+    return {k: _timing(times[k] * 1e3, times[baseline] * 1e3, k == baseline, same[k], rng)
             for k in keys}  # fmt: skip
 
 

@@ -127,8 +127,9 @@ def _zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     inits = {t.name: t for t in model.graph.initializer}
     out = {}
     for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and len(node.input) > 2 and node.input[0] in inits:
-            zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        zp_name = node.input[2] if len(node.input) > 2 else ""
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and zp_name in inits:
+            zp = numpy_helper.to_array(inits[zp_name]).astype(np.float64)
             if zp.ndim == 1:
                 axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
                 rank = len(inits[node.input[0]].dims)
@@ -229,7 +230,7 @@ def plan_fields(plan: Sequence[object]) -> dict:
     """``technique``, ``bits`` and ``sparsity`` of a plan, for the CSV's plain columns."""
     names = [type(c).__name__ for c in plan]
     bits = 32
-    sparsity = 0.0
+    sparsity: float | None = 0.0
     for c in plan:
         name = type(c).__name__
         if name in ("Int8", "DynamicInt8"):
@@ -240,6 +241,6 @@ def plan_fields(plan: Sequence[object]) -> dict:
             bits = c.bits
         elif name == "MixedQuantize":
             bits = c.default_bits
-        if name in ("Prune", "StructuredPrune", "GradualPrune") and c.amount is not None:
-            sparsity = float(c.amount)
+        if name in ("Prune", "StructuredPrune", "GradualPrune"):
+            sparsity = float(c.amount) if c.amount is not None else None  # by threshold
     return {"technique": " + ".join(names) or "baseline", "bits": bits, "sparsity": sparsity}

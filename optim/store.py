@@ -29,7 +29,7 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from optim.rows import COLUMNS as RESULT_COLUMNS
@@ -151,7 +151,7 @@ class Store:
                          latency_p50_ms=row.latency_p50_ms))  # fmt: skip
             try:
                 s.commit()
-            except SQLAlchemyError:
+            except IntegrityError:  # the (run, key) pair exists: a duplicate, not an error
                 s.rollback()
                 return False
         return True
@@ -204,9 +204,19 @@ def _as_dict(run: Run) -> dict[str, Any]:
 
 
 def _jsonable(row: dict) -> dict:
-    return json.loads(
-        json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-    )
+    """``row`` as strict JSON (PostgreSQL's JSON refuses NaN: a missing figure is null)."""
+
+    def clean(v):
+        if isinstance(v, float) and v != v:
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    text = json.dumps(row, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    return clean(json.loads(text))
 
 
 def _connect_args(url: str) -> dict:

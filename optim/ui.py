@@ -233,6 +233,12 @@ def measurement_note(run: Mapping[str, Any], ok: pd.DataFrame) -> str:
     env = run.get("env") or {}
     cpu = env.get("cpu") or {}
     settings = spec.get("settings") or {}
+    if "rounds" not in settings:  # stored before the shipped file and the timing phase
+        return (
+            f"Run #{run.get('id')} was measured by an earlier version: its sizes are packed "
+            ".optim files, not the .onnx that ships, and its configs were timed one after "
+            "another, not together. Run the grid again to compare them honestly."
+        )
     if cpu:
         flags = ", ".join(cpu.get("flags") or []) or "no AVX2/AVX-512/VNNI"
         parts.append(

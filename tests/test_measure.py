@@ -92,3 +92,24 @@ def test_a_file_the_optimizer_would_change_is_refused(tmp_path):
     measure.check_optimizations(path, x, good)  # agrees with itself unoptimized
     with pytest.raises(ValueError, match="default optimizations change the outputs"):
         measure.check_optimizations(path, x, good + 1.0)
+
+
+def test_missing_graph_ids_never_count_as_the_baselines_graph(tmp_path):
+    source = sample_source("digits_cnn")
+    write_artifact(build(source, ())[0], tmp_path / "a")
+    files = {k: tmp_path / "a" / "model.onnx" for k in ("base", "old")}
+    t = measure.time_interleaved(files, source.example, "base", rounds=2, min_seconds=0.01,
+                                 graph_ids={"base": None, "old": None})  # fmt: skip
+    assert t["old"].verdict != "same graph"  # a row stored without an id proves nothing
+
+
+def test_missing_figures_are_stored_as_null_not_nan(tmp_path):
+    from optim.rows import Row
+    from optim.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    run = store.create_run("digits_cnn", {"plans": []})
+    row = Row(key="k", label="l", family="f", class_acc=[0.5, float("nan")], accuracy=float("nan"))
+    assert store.add_result(run, [], row) and not store.add_result(run, [], row)  # duplicate
+    (back,) = store.rows(run)
+    assert back.class_acc == [0.5, None] and back.accuracy is None
