@@ -339,7 +339,13 @@ def time_interleaved(
     times = {k: np.empty((rounds, calls[k])) for k in sessions}
     rng = np.random.default_rng(seed)
     keys = list(sessions)
+    blocks = block_count(rounds)
     for r, order in enumerate(schedule(keys, rounds, rng)):
+        if r and r % (rounds // blocks) == 0:  # a new block: every config gets a new session
+            sessions = {k: session(Path(f), threads) for k, f in files.items()}
+            for k in keys:
+                for _ in range(3):
+                    sessions[k].run(None, feeds[k])
         for k in order:
             s, feed, row = sessions[k], feeds[k], times[k][r]
             for i in range(calls[k]):
@@ -350,8 +356,15 @@ def time_interleaved(
             progress(r + 1, rounds)
     ids = graph_ids or {}
     same = {k: ids.get(k) is not None and ids.get(k) == ids.get(baseline) for k in keys}
-    return {k: _timing(times[k] * 1e3, times[baseline] * 1e3, k == baseline, same[k], rng)
-            for k in keys}  # fmt: skip
+    return {k: _timing(times[k] * 1e3, times[baseline] * 1e3, k == baseline, same[k], rng,
+                       blocks) for k in keys}  # fmt: skip
+
+
+def block_count(rounds: int) -> int:
+    """Rounds are timed in blocks (up to 4), each with freshly created sessions: how a session
+    happened to be laid out in memory then varies in the data, so the intervals cover it (two
+    runs of the same grid differ by that too, not only by per-call noise)."""
+    return next(d for d in (4, 3, 2, 1) if rounds % d == 0)
 
 
 def schedule(keys: list[str], rounds: int, rng: np.random.Generator) -> list[list[str]]:
@@ -360,10 +373,15 @@ def schedule(keys: list[str], rounds: int, rng: np.random.Generator) -> list[lis
     return [list(rng.permutation(keys)) for _ in range(rounds)]
 
 
-def _timing(t: np.ndarray, base: np.ndarray, is_base: bool, same: bool, rng) -> Timing:
-    """Statistics of one config's (rounds, calls) times against the baseline's."""
+def _timing(
+    t: np.ndarray, base: np.ndarray, is_base: bool, same: bool, rng, blocks: int = 1
+) -> Timing:
+    """Statistics of one config's (rounds, calls) times against the baseline's; the bootstrap
+    resamples blocks (sessions), then rounds within each drawn block."""
     n_boot, (rounds, _) = 1000, t.shape
-    idx = rng.integers(0, rounds, size=(n_boot, rounds))
+    k = rounds // blocks
+    picked = rng.integers(0, blocks, size=(n_boot, blocks)) * k  # first round of each block
+    idx = (picked[:, :, None] + rng.integers(0, k, size=(n_boot, blocks, k))).reshape(n_boot, -1)
     flat = t.ravel()
     p50 = float(np.median(flat))
     boot = np.median(t[idx].reshape(n_boot, -1), axis=1)

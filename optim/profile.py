@@ -193,4 +193,8 @@ def profile(model: str | ModelSource, threads: int = 1) -> Profile:
         "backend": row["backend"],
         "threads": threads,
     }
+    if "intake" in source.meta:  # what the ONNX intake did to the file, in sentences
+        from optim.intake import Report
+
+        summary["intake"] = "; ".join(Report(**source.meta["intake"]).lines())
     return Profile(summary, layers[["layer", "type", "params", "flops", "latency_share"]])

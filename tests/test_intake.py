@@ -219,3 +219,4 @@ def test_an_onnx_source_profiles_params_and_flops_like_torch(tmp_path):
     assert prof.summary["flops"] == pytest.approx(_flops(src.build(), src.example), rel=0.01)
     assert prof.summary["params"] == prof.layers["params"].sum() == 58_314
     assert prof.layers["latency_share"].fillna(0).sum() > 0.5
+    assert "outputs reproduced to max |diff|" in prof.summary["intake"]  # the user reads it

@@ -57,6 +57,10 @@ def test_every_round_times_every_config_with_the_baseline_in_each():
     assert len({tuple(o) for o in orders}) > 10  # shuffled afresh, not one fixed order
 
 
+def test_rounds_are_timed_in_blocks_of_fresh_sessions():
+    assert [measure.block_count(r) for r in (20, 5, 6, 3, 2, 7)] == [4, 1, 3, 3, 2, 1]
+
+
 def test_interleaved_timing_on_real_files(tmp_path):
     source = sample_source("digits_cnn")
     files, ids = {}, {}
