@@ -366,7 +366,11 @@ def _tradeoff(df, x: str, rec, selected: Sequence[str], rows: dict) -> go.Figure
         name = "recommended" if rec.key else "closest (misses the target)"
         points(keys == (rec.key or rec.closest_key), name, ring, "scatter", hoverinfo="skip")
     if math.isfinite(floor):
-        style = dict(name="floor", band="below floor", color=RED, text=f"floor {fmt_pct(floor)}")
+        worst = (
+            rec is not None and rec.constraints is not None and rec.constraints.on != "accuracy"
+        )
+        text = f"floor {fmt_pct(floor)}" + (" (on each config's worst class)" if worst else "")
+        style = dict(name="floor", band="below floor", color=RED, text=text)
         # the band reaches the lowest point, so that Autoscale shows them under it
         more, text = _rule("y", floor, (min(y_lo, y_all), floor), style)
         shapes += more

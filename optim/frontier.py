@@ -324,12 +324,16 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
         facts = [t for t in (smaller, faster) if t] or plain
         msg = (
             f"{where}, {int(feasible.sum())} of {n} configs qualify; ship `{labels[i]}`, the "
-            f"{'smallest' if c.prefer == 'size' else 'fastest'}: {', '.join(facts)}, accuracy "
-            f"{fmt_pct(acc[i])}{ci}."
+            f"{'smallest' if c.prefer == 'size' else 'fastest'}: {', '.join(facts)}, "
+            + (
+                f"accuracy {fmt_pct(acc[i])}{ci}."
+                if c.on == "accuracy"
+                else f"worst-class accuracy {fmt_pct(acc[i])}."
+            )
         )
         if i == b:
             msg = f"{where}, no optimized config beats the baseline: keep `{labels[i]}` as is."
-        elif ci and lo < floor:
+        elif ci and lo < floor and c.on == "accuracy":
             msg += " Its 95 % CI dips below the floor, so the margin is within noise."
         return Recommendation(keys[i], feasible, floor, None, msg, size_ratio, speedup, c)
 

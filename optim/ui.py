@@ -339,8 +339,12 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
     )
     if not bool(row["is_baseline"]):
         detail += f" Accuracy vs baseline: {accuracy_text(row)}; speed: {speed_text(row)}."
-    if ci and lo < rec.floor_value:
+    if ci and lo < rec.floor_value and c.on == "accuracy":
         detail += " Its 95 % CI dips below the floor, so the margin is within noise."
+    if c.on != "accuracy":
+        worst = float(row.get("worst_class_acc", math.nan))
+        detail += (f" The floor applies to each config's worst class: this one's is "
+                   f"{fr.fmt_pct(worst)}, measured on that class's few examples.")  # fmt: skip
     return Headline(text, str(row["label"]), smaller, faster, fr.fmt_pct(acc), ci, detail)
 
 
