@@ -460,3 +460,15 @@ def test_every_technique_has_a_form():
             assert f.kind in ("choice", "bool", "int", "float"), (name, f)
             if f.kind == "choice":
                 assert f.default in f.choices, (name, f)
+
+
+def test_the_floor_can_apply_to_the_worst_class(store, run_id, rows):
+    at = healthy(app(run=run_id, floor=0.9))
+    assert "worst class" not in headline(at)
+    at.toggle(key="worst").set_value(True).run()
+    healthy(at)
+    assert param(at, "worst") == "1"  # a shared link keeps it
+    feasible = rows[rows["worst_class_acc"] >= 0.9]
+    smallest = feasible[feasible["size_bytes"] == feasible["size_bytes"].min()]
+    assert any(f"**{label}**" in headline(at) for label in smallest["label"])
+    assert "worst class" in " ".join(c.value for c in at.caption)
