@@ -309,15 +309,23 @@ def _trains(steps: Sequence[object]) -> bool:
     return any(f.name.startswith("epochs") for c in steps for f in dataclasses.fields(c))
 
 
+TIMING_BLOCKS = 4  # fresh sessions per config in a default 20-round timing phase
+
+
 def estimate_seconds(
-    store: Store, model: str, plan_list: Sequence[Sequence[object]], jobs: int = 0
+    store: Store,
+    model: str,
+    plan_list: Sequence[Sequence[object]],
+    jobs: int = 0,
+    timing_s: float = 0.0,
 ) -> float:
     """A rough wall time for a run of ``plan_list`` (the baseline added), from this model's
     earlier runs: each config costs the mean time of earlier rows without training (else 2 s);
     each distinct torch-stage prefix that trains (a distilled student, a fine-tune) is built
     once and costs what the slowest earlier row with that prefix took (else 60 s). Spread over
     the workers, but never less than the longest single training (the configs built on it wait
-    for it), plus ~15 s of start-up and baseline."""
+    for it), plus ~15 s of start-up and baseline, plus ``timing_s`` per config for the timing
+    phase, which runs alone after every build."""
     prefixes = {plans.key(t) for t in (plans.split(p)[0] for p in plan_list) if _trains(t)}
     n = len({plans.key(()), *(plans.key(p) for p in plan_list)})
     plain, trained = [], {}
@@ -339,4 +347,5 @@ def estimate_seconds(
     per = float(np.mean(plain)) if plain else 2.0
     costs = [trained.get(k, TRAINING_GUESS_S) for k in prefixes]
     workers = jobs or min(os.cpu_count() or 1, n)
-    return 15.0 + max((per * n + sum(costs)) / workers, max(costs, default=0.0) + per)
+    build = max((per * n + sum(costs)) / workers, max(costs, default=0.0) + per)
+    return 15.0 + build + n * timing_s  # the timing phase runs one config at a time

@@ -101,6 +101,9 @@ def test_parallel_workers_train_each_student_once(fresh_store):
     assert estimate_seconds(fresh_store, "digits_cnn", [(StructuredPrune(0.5),)]) == pytest.approx(
         15 + max(2 * per / min(cores, 2), per)
     )
+    # the timing phase runs alone after the builds: its seconds per config add up
+    timed = estimate_seconds(fresh_store, "digits_cnn", [(StructuredPrune(0.5),)], timing_s=0.7)
+    assert timed == pytest.approx(15 + max(2 * per / min(cores, 2), per) + 2 * 0.7)
 
 
 def test_small_sweep_end_to_end(fresh_store):

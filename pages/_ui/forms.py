@@ -280,7 +280,10 @@ def live_runs() -> list[int]:
 def start_controls(model: str, plan_list: list, settings: sweep.Settings) -> None:
     """Number of configs, estimated time and the Run button (one sweep at a time)."""
     n = ui.count_configs(plan_list) if plan_list else 0
-    seconds = sweep.estimate_seconds(common.store(), model, plan_list) if n else 0.0
+    timing = settings.min_seconds + 0.05 * sweep.TIMING_BLOCKS  # calls + fresh sessions
+    seconds = (
+        sweep.estimate_seconds(common.store(), model, plan_list, timing_s=timing) if n else 0.0
+    )
     busy = live_runs()
     count, eta, go = st.columns([1, 1, 1.2], vertical_alignment="center")
     count.metric("Configs", n, help="Including the fp32 baseline")
@@ -288,7 +291,8 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings) -> Non
         "Estimated time",
         ui.fmt_duration(seconds) if n else "—",
         help="From this model's earlier runs (else ~2 s per config and ~1 min per student or "
-        "fine-tune it has never trained), over the CPU cores",
+        "fine-tune it has never trained), over the CPU cores, plus the timing phase that "
+        "times every config together once all are built",
     )
     go.button(
         "Run sweep",
