@@ -27,6 +27,7 @@ class Technique:
     family: str
     apply: Callable[..., Any]
     final: bool = False  # hands ONNX Runtime a graph without float weights: nothing may follow
+    needs: tuple[str, ...] = ()  # what the source must offer (see optim.applicable.NEEDS)
 
 
 REGISTRY: dict[str, Technique] = {}
@@ -35,15 +36,23 @@ Plan = tuple  # tuple of config dataclass instances, applied left to right
 
 
 def technique(
-    config: type, stage: str, family: str, final: bool = False
+    config: type,
+    stage: str,
+    family: str,
+    final: bool = False,
+    needs: tuple[str, ...] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Register ``apply(obj, config, ctx) -> new obj`` for ``config``'s type; ``final`` steps
-    (int8 / int4 execution) must end a plan."""
+    (int8 / int4 execution) must end a plan. ``needs`` names what the source must offer
+    (:data:`optim.applicable.NEEDS`); by default a torch model and a training split for a
+    torch-stage step, Conv/Gemm/MatMul weights for a graph-stage one."""
     if stage not in STAGES:
         raise ValueError(f"`stage` must be one of {STAGES}, but got stage={stage!r}")
+    if needs is None:
+        needs = ("torch", "train") if stage == "torch" else ("weights",)
 
     def register(fn: Callable) -> Callable:
-        REGISTRY[config.__name__] = Technique(config, stage, family, fn, final)
+        REGISTRY[config.__name__] = Technique(config, stage, family, fn, final, tuple(needs))
         return fn
 
     return register

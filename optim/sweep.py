@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from optim import applicable, measure
 from optim import build as builder
-from optim import measure
 from optim import plan as plans
 from optim.artifact import Graph
 from optim.build import Settings, check_torch_steps, evaluate
@@ -145,6 +145,8 @@ def create(
     all_plans = {plans.key(()): ()}
     for p in plan_list:
         check_torch_steps(source, plans.split(p)[0])
+        if why := applicable.reason(p, source):  # knowable up front: refused, not an error row
+            raise ValueError(why)
     check(source)
     for p in plan_list:
         all_plans.setdefault(plans.key(p), plans.validate(p))

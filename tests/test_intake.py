@@ -220,3 +220,34 @@ def test_an_onnx_source_profiles_params_and_flops_like_torch(tmp_path):
     assert prof.summary["params"] == prof.layers["params"].sum() == 58_314
     assert prof.layers["latency_share"].fillna(0).sum() > 0.5
     assert "outputs reproduced to max |diff|" in prof.summary["intake"]  # the user reads it
+
+
+def test_inapplicable_techniques_are_refused_before_a_run(tmp_path, fresh_store):
+    # a conv-only graph: no MatMul/Gemm for the linear-layer techniques; an Add-only graph: no
+    # weight at all for the rounding ones. Both refused in one line, and no run is left behind.
+    from optim.applicable import reason
+
+    w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 3, 3])], [w],
+    )  # fmt: skip
+    onnx.save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "c.onnx"
+    )
+    np.savez(tmp_path / "d.npz", x_test=np.ones((4, 1, 5, 5), np.float32),
+             x_calib=np.ones((4, 1, 5, 5), np.float32))  # fmt: skip
+    _tiny(tmp_path / "a.onnx", numpy_helper.from_array(np.ones((1, 4), np.float32), "b"))
+    np.savez(tmp_path / "e.npz", x_test=np.ones((1, 4), np.float32),
+             x_calib=np.ones((1, 4), np.float32))  # fmt: skip
+    conv = onnx_source(tmp_path / "c.onnx", tmp_path / "d.npz")
+    assert reason((Quantize(4),), conv) is None and reason((Int8(),), conv) is None
+    assert "needs MatMul/Gemm layers" in reason((Int4MatMul(),), conv)
+    assert "needs MatMul/Gemm layers" in reason((DynamicInt8(),), conv)
+    add = onnx_source(tmp_path / "a.onnx", tmp_path / "e.npz")
+    assert "needs Conv/Gemm/MatMul weight initializers" in reason((Prune(0.5), Quantize(4)), add)
+    with pytest.raises(ValueError, match=r"'int4 MatMulNBits.*' does not apply to 'c'"):
+        sweep(f"{tmp_path}/c.onnx:{tmp_path}/d.npz", [(Quantize(4),), (Int4MatMul(),)],
+              Settings(min_seconds=0.02, jobs=1), fresh_store)  # fmt: skip
+    assert len(fresh_store.runs()) == 0

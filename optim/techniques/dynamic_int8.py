@@ -23,7 +23,7 @@ class DynamicInt8:
         return "int8 dynamic"
 
 
-@technique(DynamicInt8, stage="graph", family="int8", final=True)
+@technique(DynamicInt8, stage="graph", family="int8", final=True, needs=("linear",))
 def dynamic_int8(graph: Graph, cfg: DynamicInt8, ctx: Context) -> Graph:
     def run(src, dst):
         pre = dst.with_name("pre.onnx")

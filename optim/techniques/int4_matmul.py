@@ -76,7 +76,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-@technique(Int4MatMul, stage="graph", family="int4", final=True)
+@technique(Int4MatMul, stage="graph", family="int4", final=True, needs=("linear",))
 def int4_matmul(graph: Graph, cfg: Int4MatMul, ctx: Context) -> Graph:
     model = gemm_to_matmul(graph.model)
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=cfg.block_size, is_symmetric=True)
