@@ -137,6 +137,7 @@ def onnx_source(
             raise ValueError(
                 f"{str(data_path)!r} must hold array {key!r}, but has {sorted(arrays)}"
             )
+    check_arrays(arrays, data_path.name)
     y = arrays.get("y_test")
     splits = {
         "calib": Split(arrays["x_calib"].astype(np.float32)),
@@ -147,6 +148,8 @@ def onnx_source(
     from optim.intake import intake
 
     normalized, report = intake(onnx_path, splits["test"].x)  # the baseline, proven equal
+    if y is not None:
+        check_labels(y, normalized, splits["test"].x[:1], data_path.name)
     return ModelSource(
         name=name or onnx_path.stem,
         description=f"ONNX file {onnx_path.name} with data {data_path.name}",
@@ -160,6 +163,51 @@ def onnx_source(
             "intake": dataclasses.asdict(report),
         },  # fmt: skip
     )
+
+
+def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+    """One line naming the array and the rule for data a model cannot be judged on."""
+    for key in ("x_test", "x_calib"):
+        a = arrays[key]
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"`{key}` in {where} must hold real numbers, but got dtype {a.dtype}")
+        if a.ndim < 2 or len(a) == 0:
+            raise ValueError(
+                f"`{key}` in {where} must be a non-empty batch of examples (ndim >= 2, "
+                f"len >= 1), but got shape {a.shape}"
+            )
+        if (bad := int(np.size(a) - np.count_nonzero(np.isfinite(a)))) > 0:
+            raise ValueError(f"`{key}` in {where} must be finite, but {bad:,} values are NaN/inf")
+    if arrays["x_calib"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise ValueError(
+            f"`x_calib.shape[1:] == x_test.shape[1:]` must hold in {where}, but got "
+            f"{arrays['x_calib'].shape[1:]} and {arrays['x_test'].shape[1:]}"
+        )
+    if (y := arrays.get("y_test")) is not None:
+        if y.dtype.kind not in "iu" or y.ndim != 1:
+            raise ValueError(
+                f"`y_test` in {where} must be integer class labels of shape (N,), but got "
+                f"dtype {y.dtype}, shape {y.shape}"
+            )
+        if len(y) != len(arrays["x_test"]) or (len(y) and int(y.min()) < 0):
+            raise ValueError(
+                f"`y_test` in {where} must give one label >= 0 per test example, but got "
+                f"{len(y)} labels (min {int(y.min()) if len(y) else 'n/a'}) for "
+                f"{len(arrays['x_test'])} examples"
+            )
+
+
+def check_labels(y: np.ndarray, model: Path, x: np.ndarray, where: str) -> None:
+    """Labels must name one of the model's output classes."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    classes = int(sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[-1])
+    if int(y.max()) >= classes:
+        raise ValueError(
+            f"`y_test` in {where} must be < {classes} (the model's output classes), but got "
+            f"max label {int(y.max())}"
+        )
 
 
 def get_source(spec: str) -> ModelSource:

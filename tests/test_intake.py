@@ -251,3 +251,53 @@ def test_inapplicable_techniques_are_refused_before_a_run(tmp_path, fresh_store)
         sweep(f"{tmp_path}/c.onnx:{tmp_path}/d.npz", [(Quantize(4),), (Int4MatMul(),)],
               Settings(min_seconds=0.02, jobs=1), fresh_store)  # fmt: skip
     assert len(fresh_store.runs()) == 0
+
+
+@pytest.fixture(scope="module")
+def digits_file(tmp_path_factory):
+    from optim.artifact import export_onnx
+    from optim.sources import sample_source
+
+    src = sample_source("digits_cnn")
+    d = tmp_path_factory.mktemp("digits-file")
+    onnx.save(export_onnx(src.build(), src.example), d / "m.onnx")
+    return d / "m.onnx", src.splits
+
+
+BAD_DATA = {  # what the .npz holds instead of good data -> the rule the one line names
+    "scalar x_test": (dict(x_test=np.float32(1)), "`x_test` in d.npz must be a non-empty batch"),
+    "empty x_test": (dict(x_test=np.zeros((0, 1, 8, 8), np.float32)), "must be a non-empty batch"),
+    "NaN input": (dict(x_test="nan"), "`x_test` in d.npz must be finite, but 1 values are NaN/inf"),
+    "complex input": (dict(x_test="complex"), "must hold real numbers, but got dtype complex64"),
+    "2-D y_test": (dict(y_test="2d"), "`y_test` in d.npz must be integer class labels of shape (N,)"),
+    "float labels": (dict(y_test="float"), "must be integer class labels of shape (N,), but got dtype float"),
+    "labels outside": (dict(y_test="big"), "`y_test` in d.npz must be < 10 (the model's output classes), but got max label 10"),
+    "negative label": (dict(y_test="neg"), "must give one label >= 0 per test example"),
+    "mis-shaped x_calib": (dict(x_calib=np.zeros((4, 1, 4, 4), np.float32)), "`x_calib.shape[1:] == x_test.shape[1:]`"),
+    "all-NaN x_calib": (dict(x_calib="nan-all"), "`x_calib` in d.npz must be finite"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_one_line_and_leaves_no_run(case, digits_file, tmp_path, capsys, fresh_store):
+    from optim.cli import main
+
+    model, splits = digits_file
+    x, y, xc = splits["test"].x.copy(), splits["test"].y.copy(), splits["calib"].x.copy()
+    arrays = dict(x_test=x, y_test=y, x_calib=xc)
+    change, rule = BAD_DATA[case]
+    for key, value in change.items():
+        if isinstance(value, str):
+            value = {"nan": np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+                     "complex": x.astype(np.complex64), "2d": y[:, None], "float": y + 0.5,
+                     "big": np.where(np.arange(len(y)) == 3, 10, y), "neg": y - 1,
+                     "nan-all": np.full_like(xc, np.nan)}[value]  # fmt: skip
+        arrays[key] = value
+    np.savez(tmp_path / "d.npz", **arrays)
+    assert (
+        main(["sweep", "--model", f"{model}:{tmp_path}/d.npz", "--bits", "4", "--sparsity", "0"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and rule in err, err
+    assert len(fresh_store.runs()) == 0
