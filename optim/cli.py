@@ -303,6 +303,8 @@ def _read_plan(text: str) -> tuple:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"`--plan` must be JSON, but got {text[:60]!r} ({e.msg})") from None
+    except RecursionError:
+        raise ValueError("`--plan` must be a flat list of steps, but it nests too deep") from None
     if isinstance(data, dict) and "plan" not in data:
         raise ValueError(f"a `--plan` recipe must hold a 'plan', but has keys {sorted(data)}")
     return plans.from_json(data["plan"] if isinstance(data, dict) else data)
@@ -370,6 +372,11 @@ def _check_writable(path: Path) -> None:
         raise ValueError(f"`--out` must be a file in an existing folder, but got {str(path)!r}")
 
 
+def _check_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"`--out` must be a folder, but {str(path)!r} is a file")
+
+
 def _cmd_runs(args, out) -> None:
     runs = Store().runs()
     print(runs[["id", "model", "status", "results", "created"]].to_string(index=False), file=out)
@@ -380,10 +387,10 @@ def _cmd_frontier(args, out) -> None:
     cons = fr.Constraints(
         floor=args.floor,
         relative=args.relative,
-        max_size_bytes=args.max_size_mb * 1e6 if args.max_size_mb else None,
+        max_size_bytes=None if args.max_size_mb is None else args.max_size_mb * 1e6,
         max_latency_ms=args.max_latency_ms,
         prefer=args.prefer,
-    )
+    )  # a budget of 0 is refused by Constraints, not silently ignored
     rec = fr.recommend(df, cons)
     front = df[fr.frontier(df)]
     print(table(front).drop(columns=["pareto"]).to_string(index=False), file=out)
@@ -405,6 +412,7 @@ def _cmd_export(args, out) -> None:
     run = store.run(args.run)
     df = _ok_rows(store.results(args.run), args.run)
     row = _find(df, args.config)
+    _check_folder(args.out)
     files = export(run, row, args.out)
     for f in files:
         print(f, file=out)
@@ -481,6 +489,7 @@ def _cmd_build(args, out) -> None:
     from optim.sources import get_source
 
     plan = _read_plan(args.plan)
+    _check_folder(args.out)
     source = get_source(args.model)
     settings = sw.Settings(threads=args.threads, seed=args.seed)
     with tempfile.TemporaryDirectory() as d:

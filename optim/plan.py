@@ -98,16 +98,47 @@ def from_json(items: Sequence[dict]) -> tuple:
             raise ValueError(f"each plan step must be an object, but got {str(item)[:60]!r}")
         item = dict(item)
         name = item.pop("technique", None)
-        if name not in REGISTRY:
-            raise ValueError(f"unknown technique {name!r}; registered: {sorted(REGISTRY)}")
+        if not isinstance(name, str) or name not in REGISTRY:
+            raise ValueError(
+                f"unknown technique {str(name)[:60]!r}; registered: {sorted(REGISTRY)}"
+            )
         config = REGISTRY[name].config
         if unknown := sorted(set(item) - {f.name for f in dataclasses.fields(config)}):
             raise ValueError(
                 f"`{name}` has no field {unknown[0]!r}; its fields are "
                 f"{[f.name for f in dataclasses.fields(config)]}"
             )
+        for f in dataclasses.fields(config):
+            if f.name in item:
+                _check_type(name, f, item[f.name])
         plan.append(config(**item))
     return validate(plan)
+
+
+def _check_type(technique: str, f: dataclasses.Field, value: object) -> None:
+    """A JSON value must have its field's type, as the default shows: ``"bits": "4"`` or
+    ``4.5`` is refused here, in one line, rather than failing somewhere inside a build."""
+    default = f.default
+    if default is None or default is dataclasses.MISSING:
+        return  # optional or required without a typed default: the config's own checks
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple, dict))
+    else:
+        ok = True
+    if not ok:
+        kind = type(default).__name__
+        raise ValueError(
+            f"`{technique}.{f.name}` must be {kind}, but got {str(value)[:40]!r} "
+            f"({type(value).__name__})"
+        )
 
 
 def key(plan: Sequence[object]) -> str:

@@ -111,6 +111,8 @@ class Store:
             return run.id
 
     def run(self, run_id: int) -> dict:
+        if not 0 < run_id < 1 << 63:  # SQL integers: a 20-digit id is no run, not a crash
+            raise ValueError(f"run {run_id} does not exist in {self.url!r}")
         with Session(self.engine) as s:
             run = s.get(Run, run_id)
             if run is None:
@@ -167,6 +169,8 @@ class Store:
 
     def rows(self, run_id: int) -> list[Row]:
         """The run's rows as :class:`Row` objects, in insertion order."""
+        if not 0 < run_id < 1 << 63:  # no such SQL integer, so no such run
+            return []
         with Session(self.engine) as s:
             found = s.scalars(
                 select(Result.row).where(Result.run_id == run_id).order_by(Result.id)
@@ -174,11 +178,15 @@ class Store:
         return [Row.from_dict(r) for r in found]
 
     def keys(self, run_id: int) -> set[str]:
+        if not 0 < run_id < 1 << 63:  # no such SQL integer, so no such run
+            return set()
         with Session(self.engine) as s:
             return set(s.scalars(select(Result.key).where(Result.run_id == run_id)))
 
     def results(self, run_id: int) -> pd.DataFrame:
         """The run's rows as a DataFrame with :data:`RESULT_COLUMNS` plus ``plan``."""
+        if not 0 < run_id < 1 << 63:  # no such SQL integer, so no such run
+            return pd.DataFrame(columns=[*RESULT_COLUMNS, "plan"])
         with Session(self.engine) as s:
             found = s.execute(
                 select(Result.row, Result.plan).where(Result.run_id == run_id).order_by(Result.id)

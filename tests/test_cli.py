@@ -196,3 +196,26 @@ def test_threads_jobs_and_seed_are_bounded(flag, value, rule, capsys, fresh_stor
     _fails(["sweep", "--model", "digits_cnn", "--bits", "4", "--sparsity", "0", flag, value],
            capsys, rule)  # fmt: skip
     assert len(fresh_store.runs()) == 0
+
+
+@pytest.mark.parametrize(
+    "plan, rule",
+    [('[{"technique": ["Quantize"]}]', 'unknown technique "[\'Quantize\']"'),
+     ('[{"technique": "Quantize", "bits": "4"}]', "`Quantize.bits` must be int, but got '4' (str)"),
+     ('[{"technique": "Quantize", "bits": 4.5}]', "`Quantize.bits` must be int, but got '4.5' (float)"),
+     ("[" * 2000 + "]" * 2000, "nests too deep")],
+)  # fmt: skip
+def test_malformed_plans_are_one_line(plan, rule, capsys, fresh_store):
+    _fails(["sweep", "--model", "digits_cnn", "--plan", plan], capsys, rule)
+    assert len(fresh_store.runs()) == 0
+
+
+def test_outputs_runs_and_budgets_are_checked(cli_env, tmp_path, capsys):
+    _, _, run_id = cli_env
+    (tmp_path / "file").write_text("x")
+    _fails(["export", str(run_id), "0", "--out", str(tmp_path / "file")], capsys, "is a file")
+    _fails(["build", "--model", "digits_cnn", "--plan", "[]", "--out", str(tmp_path / "file")],
+           capsys, "is a file")  # fmt: skip
+    _fails(["frontier", str(10**20), "--floor", "0.9"], capsys, f"run {10**20} ")
+    _fails(["frontier", str(run_id), "--floor", "0.9", "--max-size-mb", "0"], capsys,
+           "`max_size_bytes > 0` must hold")  # fmt: skip
