@@ -117,6 +117,16 @@ def keys_for(ids: Iterable[str], keys: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------ runs and rows
 
 
+def plain(text: str) -> str:
+    """``text`` escaped for Markdown, so a model named ``[Docs](https://x)`` shows as typed.
+
+    Example:
+        >>> plain("[Docs](https://x) *b*")
+        '\\[Docs\\]\\(https://x\\) \\*b\\*'
+    """
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
+
+
 def run_label(run: Mapping[str, Any], state: str | None = None) -> str:
     """``"#3 digits_cnn — done, 12 rows"`` for a row of ``Store.runs()``."""
     n = int(run.get("results") or 0)

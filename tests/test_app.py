@@ -473,3 +473,14 @@ def test_the_floor_can_apply_to_the_worst_class(store, run_id, rows):
     smallest = feasible[feasible["size_bytes"] == feasible["size_bytes"].min()]
     assert any(f"**{label}**" in headline(at) for label in smallest["label"])
     assert "worst class" in " ".join(c.value for c in at.caption)
+
+
+def test_model_names_are_shown_as_text_not_markdown(store, run_id):
+    run = store.run(run_id)
+    new = store.create_run("[Docs](https://evil.example)", run["spec"], run["env"])
+    try:
+        at = healthy(app(run=new))
+        caption = next(c for c in at.caption if c.value.startswith("Model:"))
+        assert "\\[Docs\\]\\(https://evil\\.example\\)" in caption.value  # escaped: no link
+    finally:
+        store.delete_run(new)

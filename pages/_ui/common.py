@@ -152,7 +152,7 @@ def sidebar() -> None:
                 ss["run"] = next(iter(labels))
             st.selectbox("Run", list(labels), key="run", format_func=labels.get)
             model = runs.loc[runs["id"] == ss["run"], "model"].iloc[0]
-            st.caption(f"Model: **{model}**")
+            st.caption(f"Model: **{ui.plain(model)}**")  # a file's name is text, not Markdown
         st.toggle("Presentation mode", key="present", help="Big numbers, no developer menu")
 
 
