@@ -302,11 +302,6 @@ def write_artifact(graph: Graph, out_dir: str | Path) -> Written:
     return Written(size, download, stored)
 
 
-def fp32_bytes(model: onnx.ModelProto) -> int:
-    """Length of the serialized fp32 ONNX model (the baseline file size)."""
-    return model.ByteSize()
-
-
 def export_onnx(model, example: np.ndarray) -> onnx.ModelProto:
     """Export a torch module with torch.export (dynamo) to ONNX, batch axis dynamic.
 
