@@ -196,7 +196,8 @@ def evaluate(
     sess = measure.session(shipped, settings.threads)  # the written file only
     test = source.splits["test"]
     outputs = measure.predict(sess, test.x)
-    measure.check_optimizations(shipped, test.x, outputs)
+    qdq = any(n.op_type == "QuantizeLinear" for n in graph.model.graph.node)  # int8 activations
+    measure.check_optimizations(shipped, test.x, outputs, int8_activations=qdq)
     pred = outputs.argmax(axis=1)
     base = pred if baseline_pred is None else baseline_pred
     labels = test.y if source.metric == "top1" else base

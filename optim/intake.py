@@ -303,10 +303,9 @@ def intake(path: str | Path, x: np.ndarray) -> tuple[Path, Report]:
     from optim.store import home
 
     path = Path(path)
-    safety_check(path)
+    model = safety_check(path)  # parsed once, without its external data
     from onnx.external_data_helper import _get_all_tensors
 
-    model = onnx.load(str(path), load_external_data=False)
     files = sorted({e.value for t in _get_all_tensors(model) for e in t.external_data
                     if t.data_location == onnx.TensorProto.EXTERNAL and e.key == "location"})  # fmt: skip
     parts = [_sha(path), *(_sha(path.parent / f) for f in files), str(x.shape[1:])]
