@@ -210,12 +210,44 @@ def check_labels(y: np.ndarray, model: Path, x: np.ndarray, where: str) -> None:
         )
 
 
+def model_names() -> list[str]:
+    """Every model the dashboard's pickers list: the samples, the project file's models
+    (:mod:`optim.project`), then the uploaded ones (:mod:`optim.uploads`)."""
+    from optim import project, uploads
+
+    return [*sample_names(), *project.names(), *uploads.names()]
+
+
+def describe(name: str) -> str:
+    """A one-line description of a listed model, without loading it (for pickers)."""
+    import sample_models
+    from optim import project, uploads
+
+    if name in sample_models.SAMPLES:
+        return sample_models.SAMPLES[name].description
+    for where in (project, uploads):
+        if name in where.names():
+            return where.describe(name)
+    raise ValueError(f"unknown model {name!r}; `model` must be one of {model_names()}")
+
+
 def get_source(spec: str) -> ModelSource:
-    """Resolve a model spec: a sample name, or ``path/model.onnx:path/data.npz``."""
+    """Resolve a model spec: a sample name, ``path/model.onnx:path/data.npz``, a model of the
+    project file or a ``module:callable`` (:mod:`optim.project`), or an uploaded model's name
+    (:mod:`optim.uploads`)."""
+    from optim import project, uploads
+
     if spec.endswith(".npz") and ".onnx:" in spec:
         onnx_path, data_path = spec.rsplit(":", 1)
         return onnx_source(onnx_path, data_path)
-    return sample_source(spec)
+    import sample_models
+
+    if spec in sample_models.SAMPLES:
+        return sample_source(spec)
+    for where in (project, uploads):
+        if (source := where.resolve(spec)) is not None:
+            return source
+    raise ValueError(f"unknown model {spec!r}; `model` must be one of {model_names()}")
 
 
 def source_spec(source: ModelSource) -> str:

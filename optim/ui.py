@@ -581,9 +581,12 @@ WEIGHTS = {"ready": "ready", "train": "trained on use", "missing": "missing"}
 
 
 def model_note(name: str) -> tuple[str, str]:
-    """(``"ready"`` | ``"train"`` | ``"missing"``, a sentence) for a sample model's weights."""
+    """(``"ready"`` | ``"train"`` | ``"missing"``, a sentence) for a model's weights (a
+    registered or uploaded model is ready: its own weights come with it)."""
     import sample_models
 
+    if name not in sample_models.SAMPLES:
+        return "ready", "weights ready"
     if sample_models.weights_path(name).is_file():
         return "ready", "weights ready"
     if not sample_models.SAMPLES[name].committed:
@@ -592,17 +595,19 @@ def model_note(name: str) -> tuple[str, str]:
 
 
 def model_table(names: Sequence[str], figures: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per sample model: description, input and its baseline figures where known."""
-    from optim.sources import sample_source
+    """One row per model: description, input and its baseline figures where known."""
+    import sample_models
+    from optim.sources import describe, sample_source
 
     rows = []
     for name in names:
-        src, fig = sample_source(name), figures.get(name, {})
+        fig = figures.get(name, {})
+        shape = sample_source(name).input_shape if name in sample_models.SAMPLES else ()
         rows.append(
             {
                 "model": name,
-                "description": src.description,
-                "input": " × ".join(str(d) for d in src.input_shape),
+                "description": describe(name),
+                "input": " × ".join(str(d) for d in shape) or fig.get("input", "—"),
                 "accuracy": fig.get("accuracy", math.nan),
                 "size_bytes": fig.get("size_bytes", math.nan),
                 "p50_ms": fig.get("latency_p50_ms", math.nan),

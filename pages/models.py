@@ -6,7 +6,7 @@ import streamlit as st
 
 from optim import charts, ui
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
-from optim.sources import sample_names
+from optim.sources import model_names
 from pages._ui import common, views
 
 common.frame_guard()
@@ -21,7 +21,7 @@ name = common.model_picker()
 prof = common.model_profile(name)  # None (after saying why) until the weights exist
 figures = common.baseline_figures() | st.session_state.get("_profiled", {})
 table.dataframe(
-    ui.model_table(sample_names(), figures),
+    ui.model_table(model_names(), figures),
     hide_index=True,
     width="stretch",
     column_config=views.MODEL_COLUMNS,

@@ -293,17 +293,15 @@ def failed_expander(failed: pd.DataFrame) -> None:
 
 
 def model_picker() -> str:
-    """The sample model select box (shared by Models and Sweep), defaulting to the run's."""
-    from optim.sources import sample_names, sample_source
+    """The model select box (shared by Models and Sweep), defaulting to the run's."""
+    from optim.sources import describe, model_names
 
-    names, ss = sample_names(), st.session_state
+    names, ss = model_names(), st.session_state
     if ss.get("model") not in names:
         run_id, runs = ss.get("run"), store().runs()
         hit = runs.loc[runs["id"] == run_id, "model"] if run_id is not None else []
         ss["model"] = hit.iloc[0] if len(hit) and hit.iloc[0] in names else names[0]
-    name = st.selectbox(
-        "Model", names, key="model", format_func=lambda n: f"{n} — {sample_source(n).description}"
-    )
+    name = st.selectbox("Model", names, key="model", format_func=lambda n: f"{n} — {describe(n)}")
     state, note = ui.model_note(name)
     if state != "ready":
         (st.warning if state == "missing" else st.info)(f"{name}: {note}.")
