@@ -252,6 +252,8 @@ def get_source(spec: str) -> ModelSource:
 
 def source_spec(source: ModelSource) -> str:
     """The string that :func:`get_source` turns back into ``source`` (to cross processes)."""
+    if "spec" in source.meta:  # a project or uploaded model names its own spec
+        return source.meta["spec"]
     if source.onnx_path is not None:
         return f"{source.meta['onnx_path']}:{source.meta['data_path']}"
     return source.name
