@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from optim import measure
+from optim import measure, metrics
 from optim import plan as plans
 from optim.artifact import Graph, export_onnx, write_artifact
 from optim.rows import Row, plan_fields
@@ -182,38 +182,30 @@ def evaluate(
     plan: Sequence[object],
     out_dir: Path,
     settings: Settings,
-    baseline_pred: np.ndarray | None,
+    baseline_out: np.ndarray | None,
 ) -> tuple[Row, np.ndarray]:
-    """Build and write one config, and measure the written file: accuracy with its interval and
-    a paired test against ``baseline_pred`` (the baseline's test predictions; None for the
-    baseline itself), per-class accuracy, size, download size, peak memory and the fingerprint
-    of the graph ONNX Runtime executes. Latency comes later, from :func:`time_rows`, with every
-    config of the run timed together. Returns (row, predictions on the test split)."""
+    """Build and write one config, and measure the written file: its source's metric
+    (:func:`optim.metrics.score`) with its interval and a paired comparison against
+    ``baseline_out`` (the baseline's test outputs; None for the baseline itself), size,
+    download size, peak memory and the fingerprint of the graph ONNX Runtime executes. Latency
+    comes later, from :func:`time_rows`, with every config of the run timed together. Returns
+    (row, the file's outputs on the test split)."""
     t0 = time.perf_counter()
     graph, flops = build(source, plan, settings.seed)
     written = write_artifact(graph, out_dir)
     shipped = out_dir / "model.onnx"
     sess = measure.session(shipped, settings.threads)  # the written file only
     test = source.splits["test"]
-    outputs = measure.predict(sess, test.x)
+    outputs = measure.predict(sess, test.x, output=source.output)
     qdq = any(n.op_type == "QuantizeLinear" for n in graph.model.graph.node)  # int8 activations
-    measure.check_optimizations(shipped, test.x, outputs, int8_activations=qdq)
-    pred = outputs.argmax(axis=1)
-    base = pred if baseline_pred is None else baseline_pred
-    labels = test.y if source.metric == "top1" else base
-    correct, base_correct = pred == labels, base == labels
-    acc, lo, hi = measure.accuracy_ci(correct, seed=settings.seed)
-    vs = measure.paired(correct, base_correct, seed=settings.seed)
-    per_class = measure.class_accuracy(correct, labels)
-    worst = int(np.nanargmin(per_class)) if per_class else None
+    measure.check_optimizations(
+        shipped, test.x, outputs, int8_activations=qdq, output=source.output
+    )
+    scores = metrics.score(outputs, baseline_out, test.y, source.metric, settings.seed)
     rss, _ = measure.run_alone(shipped, source.example)
     row = Row(
         key=plans.key(plan), label=plans.label(plan), family=plans.family(plan),
-        is_baseline=len(plan) == 0, **plan_fields(plan), metric=source.metric, n_test=len(labels),
-        accuracy=acc, acc_low=lo, acc_high=hi, agreement=float(np.mean(pred == base)),
-        acc_delta=vs.delta, delta_low=vs.low, delta_high=vs.high, acc_p=vs.p,
-        acc_verdict=vs.verdict if baseline_pred is not None else "baseline", class_acc=per_class, worst_class=worst,
-        worst_class_acc=per_class[worst] if worst is not None else None,
+        is_baseline=len(plan) == 0, **plan_fields(plan), **scores,
         size_bytes=written.size_bytes, download_bytes=written.download_bytes,
         peak_rss_bytes=rss, stored=str(written.stored), storage=written.stored.to_json(),
         backend=measure.BACKEND, precision=graph.precision,
@@ -221,7 +213,7 @@ def evaluate(
         flops=flops, threads=settings.threads, seconds=time.perf_counter() - t0,
         artifact=str(out_dir),
     )  # fmt: skip
-    return row, pred
+    return row, outputs
 
 
 def time_rows(

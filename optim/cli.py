@@ -30,6 +30,10 @@ GRID_FLAGS = {  # flags that only change the grid's configs
     "--asymmetric": lambda a: a.asymmetric,
     "--granularity": lambda a: a.granularity != "channel",
 }
+MODEL_HELP = (
+    "sample name, a model of optim.toml, module:callable (with --weights, --data), or "
+    "path/model.onnx:path/data.npz"
+)
 TABLE_COLUMNS = [
     "label",
     "accuracy",
@@ -74,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True)
     pr.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("sweep", help="measure a grid of configs")
-    s.add_argument("--model", help="sample name, or path/model.onnx:path/data.npz")
+    s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--bits", type=_ints,
                    help="2-8 packed weights (8 = int8 executed), 16 fp16, 32 fp32 "
                         f"(default {','.join(map(str, BITS))}; none with only --plan)")  # fmt: skip
@@ -113,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", type=int, metavar="RUN", help="finish an interrupted run")
     s.add_argument("--out", type=Path, help="write the rows as CSV")
     se = sub.add_parser("search", help="NSGA-II search over per-layer bits and sparsity")
-    se.add_argument("--model", help="sample name, or path/model.onnx:path/data.npz")
+    se.add_argument("--model", help=MODEL_HELP)
     se.add_argument("--trials", type=int, default=30, help="budget of finished trials in all")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--threads", type=int, default=1)
@@ -153,6 +157,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("run", type=int)
     e.add_argument("config", help="row number from the sweep table, or the config label")
     e.add_argument("--out", type=Path, required=True)
+    for sp in (pr, s, se, sn, tu, b):  # a `module:callable` --model's files (optim.project)
+        sp.add_argument("--weights", type=Path, help="its .safetensors weights")
+        sp.add_argument(
+            "--data", type=Path, help="its .npz: x_train/y_train, x_calib, x_test/y_test"
+        )
     return p
 
 
@@ -530,6 +539,10 @@ def main(argv: list[str] | None = None, out=None) -> int:
             signal.SIGTERM, _interrupt
         )  # Cancel in the dashboard: mark the run cancelled
     try:
+        if getattr(args, "weights", None) or getattr(args, "data", None):
+            from optim.project import spec
+
+            args.model = spec(args.model or "", args.weights, args.data)
         COMMANDS[args.cmd](args, out or sys.stdout)
     except ValueError as e:
         print(f"optim: error: {str(e).splitlines()[0]}", file=sys.stderr)

@@ -22,11 +22,14 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
+
+from optim.measure import Inputs, count, feed, take
 
 TOLERANCE = 1e-4  # max |normalized - original| / max(1, max |original|) on the test split
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis) and QDQ need ai.onnx >= 13
@@ -188,26 +191,43 @@ def safety_check(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _run(model_or_path, x: np.ndarray) -> list[np.ndarray]:
+def _run(model_or_path, x: Inputs) -> list[np.ndarray]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     src = model_or_path if isinstance(model_or_path, bytes) else str(model_or_path)
     sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
+    inputs = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
+    given = sorted(x) if isinstance(x, Mapping) else None
+    if given is not None and given != sorted(inputs):
+        raise ValueError(
+            f"the data must give the graph's inputs {sorted(inputs)}, but gives {given}"
+        )
+    if given is None and len(inputs) > 1:
+        raise ValueError(
+            f"the model has {len(inputs)} inputs {sorted(inputs)}: the data must name one "
+            "array per input (x_test.<input>, x_calib.<input>)"
+        )
     try:
-        outs = [sess.run(None, {inp.name: x[i : i + 64]}) for i in range(0, len(x), 64)]
+        outs = [
+            sess.run(None, feed(sess, take(x, slice(i, i + 64)))) for i in range(0, count(x), 64)
+        ]
     except Exception as e:  # noqa: BLE001 - a data/model mismatch is one user error
         reason = " ".join(str(e).split())[:160]
+        shapes = {k: tuple(v.shape) for k, v in (x.items() if given else [("x", x)])}
         raise ValueError(
-            f"the test data {tuple(x.shape)} does not run through input {inp.name!r} "
-            f"{inp.shape}: {reason}"
+            f"the test data {shapes} does not run through the inputs {inputs}: {reason}"
         ) from None
+    if not all(isinstance(o, np.ndarray) for o in outs[0]):
+        raise ValueError(
+            "every output must be a tensor, but one is a sequence or map (a skl2onnx ZipMap? "
+            "convert with options={'zipmap': False})"
+        )
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
-def normalize(path: Path, x: np.ndarray, out: Path) -> Report:
+def normalize(path: Path, x: Inputs, out: Path) -> Report:
     """Normalize the ONNX file at ``path`` into ``out`` and prove it on ``x``; see the module."""
     import onnxruntime as ort
 
@@ -242,6 +262,7 @@ def normalize(path: Path, x: np.ndarray, out: Path) -> Report:
     data = normalized.SerializeToString(deterministic=True)
     out.write_bytes(data)
     want, got = _run(str(path), x), _run(data, x)
+    want = [a.astype(np.float64) for a in want]
     abs_diff = max(
         float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(want, got, strict=True)
     )
@@ -269,16 +290,20 @@ def normalize(path: Path, x: np.ndarray, out: Path) -> Report:
     )  # fmt: skip
 
 
-def _bind_shapes(model: onnx.ModelProto, x: np.ndarray) -> onnx.ModelProto:
-    """Shape inference with the data's per-example shape bound to the graph input's dynamic
+def _bind_shapes(model: onnx.ModelProto, x: Inputs) -> onnx.ModelProto:
+    """Shape inference with the data's per-example shapes bound to the graph inputs' dynamic
     dims (the batch axis stays dynamic)."""
     inits = {t.name for t in model.graph.initializer}
-    inp = next(i for i in model.graph.input if i.name not in inits)
-    dims = inp.type.tensor_type.shape.dim
-    for d, n in zip(list(dims)[1:], x.shape[1:], strict=False):
-        if not d.HasField("dim_value"):
-            d.Clear()
-            d.dim_value = int(n)
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    arrays = x if isinstance(x, Mapping) else {graph_inputs[0].name: x}
+    for inp in graph_inputs:
+        if inp.name not in arrays:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        for d, n in zip(list(dims)[1:], arrays[inp.name].shape[1:], strict=False):
+            if not d.HasField("dim_value"):
+                d.Clear()
+                d.dim_value = int(n)
     del model.graph.value_info[:]
     return onnx.shape_inference.infer_shapes(model, data_prop=True)
 
@@ -291,7 +316,7 @@ def _sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def intake(path: str | Path, x: np.ndarray) -> tuple[Path, Report]:
+def intake(path: str | Path, x: Inputs) -> tuple[Path, Report]:
     """The normalized file for ``path`` (made once, cached by the original's hash and the
     data's shape) and its report.
 
@@ -308,7 +333,8 @@ def intake(path: str | Path, x: np.ndarray) -> tuple[Path, Report]:
 
     files = sorted({e.value for t in _get_all_tensors(model) for e in t.external_data
                     if t.data_location == onnx.TensorProto.EXTERNAL and e.key == "location"})  # fmt: skip
-    parts = [_sha(path), *(_sha(path.parent / f) for f in files), str(x.shape[1:])]
+    shapes = {k: v.shape[1:] for k, v in x.items()} if isinstance(x, Mapping) else x.shape[1:]
+    parts = [_sha(path), *(_sha(path.parent / f) for f in files), str(shapes)]
     key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]  # its data files count too
     folder = home() / "intake" / key
     out, meta = folder / "model.onnx", folder / "report.json"

@@ -62,11 +62,46 @@ def session(model: bytes | str | Path, threads: int = 1) -> ort.InferenceSession
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def predict(sess: ort.InferenceSession, x: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Logits for every row of ``x``, run in batches."""
-    name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.concatenate(outs).astype(np.float32)
+Inputs = np.ndarray | Mapping[str, np.ndarray]  # one array, or one per named graph input
+
+
+def feed(sess: ort.InferenceSession, x: Inputs) -> dict[str, np.ndarray]:
+    """The session's input feed for ``x``: one array goes to the first input, a mapping by name."""
+    if isinstance(x, Mapping):
+        return dict(x)
+    return {sess.get_inputs()[0].name: x}
+
+
+def take(x: Inputs, rows: slice) -> Inputs:
+    """Rows ``rows`` of every input array."""
+    return {k: v[rows] for k, v in x.items()} if isinstance(x, Mapping) else x[rows]
+
+
+def count(x: Inputs) -> int:
+    """Examples in ``x`` (the batch axis)."""
+    return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
+
+
+def predict(
+    sess: ort.InferenceSession, x: Inputs, batch: int = 128, output: str | None = None
+) -> np.ndarray:
+    """The output ``output`` (default: the first) for every example of ``x``, run in batches;
+    float outputs as float32, integer outputs (labels) as they are."""
+    names = [o.name for o in sess.get_outputs()]
+    want = [output or names[0]]
+    if want[0] not in names:
+        raise ValueError(f"output {want[0]!r} must be one of the model's outputs {names}")
+    outs = [
+        sess.run(want, feed(sess, take(x, slice(i, i + batch))))[0]
+        for i in range(0, count(x), batch)
+    ]
+    if not all(isinstance(o, np.ndarray) for o in outs):
+        raise ValueError(
+            f"output {want[0]!r} must be a tensor, but is a {type(outs[0]).__name__} (a "
+            "skl2onnx ZipMap? convert with options={'zipmap': False})"
+        )
+    out = np.concatenate(outs)
+    return out.astype(np.float32) if out.dtype.kind == "f" else out
 
 
 def accuracy_ci(
@@ -100,7 +135,7 @@ class Latency:
 
 def latency(
     sess: ort.InferenceSession,
-    example: np.ndarray,
+    example: Inputs,
     min_runs: int = 50,
     min_seconds: float = 0.5,
     max_runs: int = 5000,
@@ -108,16 +143,16 @@ def latency(
 ) -> Latency:
     """Time single calls on ``example`` (batch 1 by default): warm-up, then at least ``min_runs``
     calls and at least ``min_seconds`` (whichever takes longer, capped at ``max_runs``)."""
-    feed = {sess.get_inputs()[0].name: example}
+    inputs = feed(sess, example)
     for _ in range(warmup):
-        sess.run(None, feed)
+        sess.run(None, inputs)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_runs and (
         len(times) < min_runs or time.perf_counter() - start < min_seconds
     ):
         t0 = time.perf_counter()
-        sess.run(None, feed)
+        sess.run(None, inputs)
         times.append(time.perf_counter() - t0)
     t = np.array(times) * 1e3
     return Latency(
@@ -202,7 +237,9 @@ import hashlib, resource, sys
 import numpy as np, onnxruntime as ort
 o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.log_severity_level = 3
 s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
-y = s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})[0]
+with np.load(sys.argv[2], allow_pickle=False) as z:
+    x = {k: z[k] for k in z.files}
+y = s.run(None, x if len(x) > 1 else {s.get_inputs()[0].name: next(iter(x.values()))})[0]
 try:
     hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 except (OSError, StopIteration):
@@ -211,11 +248,11 @@ print(hwm * 1024, hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest())
 """
 
 
-def run_alone(model: Path, x: np.ndarray) -> tuple[int, str]:
+def run_alone(model: Path, x: Inputs) -> tuple[int, str]:
     """Load and run ``model`` on ``x`` in a fresh Python (isolated: ``optim`` is not importable
     there): its peak resident memory in bytes and the SHA-1 of its first output."""
-    npy = model.with_name(".input.npy")
-    np.save(npy, np.ascontiguousarray(x, np.float32))
+    npy = model.with_name(".input.npz")
+    np.savez(npy, **(dict(x) if isinstance(x, Mapping) else {"x": x}))
     try:
         out = subprocess.run([sys.executable, "-I", "-c", _RSS_SCRIPT, str(model), str(npy)],
                              capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -256,7 +293,12 @@ def graph_id(model: Path, threads: int = 1) -> str:
 
 
 def check_optimizations(
-    model: Path, x: np.ndarray, outputs: np.ndarray, n: int = 16, int8_activations: bool = False
+    model: Path,
+    x: Inputs,
+    outputs: np.ndarray,
+    n: int = 16,
+    int8_activations: bool = False,
+    output: str | None = None,
 ) -> None:
     """Refuse a file whose outputs ONNX Runtime's graph optimizations change (a fusion that
     miscomputes it): the first ``n`` rows of ``x`` run unoptimized must give ``outputs[:n]``
@@ -266,7 +308,7 @@ def check_optimizations(
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     plain = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    want = predict(plain, x[:n])
+    want = predict(plain, take(x, slice(0, n)), output=output).astype(np.float64)
     diff = float(np.max(np.abs(want - outputs[:n]))) if want.size else 0.0
     tolerance = 1e-3 * (1 + float(np.max(np.abs(want)))) if want.size else 0.0
     if int8_activations:
@@ -301,7 +343,7 @@ class Timing:
 
 def time_interleaved(
     files: Mapping[str, Path],
-    example: np.ndarray,
+    example: Inputs,
     baseline: str,
     threads: int = 1,
     rounds: int = 20,
@@ -328,7 +370,7 @@ def time_interleaved(
     if rounds < 2:
         raise ValueError(f"`rounds >= 2` must hold, but got rounds={rounds}")
     sessions = {k: session(Path(f), threads) for k, f in files.items()}
-    feeds = {k: {s.get_inputs()[0].name: example} for k, s in sessions.items()}
+    feeds = {k: feed(s, example) for k, s in sessions.items()}
     calls = {}
     for k, s in sessions.items():  # warm up, then size each burst from a rough call time
         for _ in range(5):
@@ -349,10 +391,10 @@ def time_interleaved(
                 for _ in range(3):
                     sessions[k].run(None, feeds[k])
         for k in order:
-            s, feed, row = sessions[k], feeds[k], times[k][r]
+            s, inputs, row = sessions[k], feeds[k], times[k][r]
             for i in range(calls[k]):
                 t0 = time.perf_counter()
-                s.run(None, feed)
+                s.run(None, inputs)
                 row[i] = time.perf_counter() - t0
         if progress:
             progress(r + 1, rounds)

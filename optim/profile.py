@@ -135,7 +135,9 @@ def _ort_times(
             ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         )  # keep node names
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        feed = {sess.get_inputs()[0].name: example}
+        from optim.measure import feed as feed_of
+
+        feed = feed_of(sess, example)
         for _ in range(runs):
             sess.run(None, feed)
         trace = json.loads(Path(sess.end_profiling()).read_text())

@@ -151,12 +151,15 @@ class Row:
     bits: int | None = None  # weight bits of the plan's rounding step (32: none)
     sparsity: float | None = None  # pruning amount asked for
     # accuracy of the shipped file's outputs on the test split
-    metric: str = "top1"  # "top1" (labels) or "agreement" (with the baseline's predictions)
+    metric: str = "top1"  # "top1", "agreement" or "fidelity": optim.metrics.METRICS
     n_test: int | None = None  # test examples the accuracy is measured on
     accuracy: float | None = None
     acc_low: float | None = None  # 95 % percentile bootstrap interval
     acc_high: float | None = None
     agreement: float | None = None  # share of test inputs predicted as the baseline predicts
+    top5: float | None = None  # share whose target class is among the 5 highest scores
+    cosine: float | None = None  # mean cosine similarity of the outputs to the baseline's
+    rel_l2: float | None = None  # ||outputs - baseline's|| / ||baseline's||
     acc_delta: float | None = None  # accuracy - baseline's, paired on the same examples
     delta_low: float | None = None  # 95 % paired bootstrap interval of acc_delta
     delta_high: float | None = None

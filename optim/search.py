@@ -31,6 +31,7 @@ from optim import measure
 from optim import plan as plans
 from optim.artifact import weight_initializers
 from optim.build import Settings, build, evaluate
+from optim.metrics import predictions
 from optim.rows import Row
 from optim.sources import ModelSource, check, get_source, source_spec
 from optim.store import Store
@@ -85,7 +86,7 @@ def warm_start(source: ModelSource, layers: list[str], threads: int = 1) -> list
 
     def pred(plan: tuple) -> np.ndarray:
         sess = measure.session(build(source, plan)[0].model.SerializeToString(), threads)
-        return measure.predict(sess, calib.x).argmax(axis=1)
+        return predictions(measure.predict(sess, calib.x, output=source.output))
 
     ref = calib.y if calib.y is not None else pred(())
     base = float(np.mean(pred(()) == ref))
@@ -120,6 +121,11 @@ def create_search(
     if trials < 1:
         raise ValueError(f"`trials >= 1` must hold, but got trials={trials}")
     source = get_source(model)
+    if source.metric == "fidelity":
+        raise ValueError(
+            f"search ranks configs by top-1 on the calibration split, but {source.name!r} is "
+            "judged by fidelity (its outputs are not class scores): sweep it instead"
+        )
     population = population or min(max(trials // 3, 4), 50)
     if population < 2:
         raise ValueError(f"`population >= 2` must hold, but got population={population}")
@@ -276,7 +282,7 @@ def _run(store: Store, run_id: int, source: ModelSource, trials: int,
 def _calib_pred(out_dir: Path, source: ModelSource, settings: Settings) -> np.ndarray:
     """The artifact's top-1 predictions on the calib split (the search's accuracy objective)."""
     sess = measure.session(out_dir / "model.onnx", settings.threads)
-    return measure.predict(sess, source.splits["calib"].x).argmax(axis=1)
+    return predictions(measure.predict(sess, source.splits["calib"].x, output=source.output))
 
 
 def reference_point(

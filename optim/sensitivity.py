@@ -29,7 +29,7 @@ import onnx
 import pandas as pd
 from onnx import numpy_helper
 
-from optim import measure
+from optim import measure, metrics
 from optim.artifact import Encoding, Graph, weight_initializers
 from optim.sources import ModelSource, get_source
 from optim.techniques.prune import _smallest_mask
@@ -55,9 +55,9 @@ def _node_times(model: onnx.ModelProto, example: np.ndarray, threads: int, runs:
         sess = ort.InferenceSession(
             model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
         )
-        feed = {sess.get_inputs()[0].name: example}
+        inputs = measure.feed(sess, example)
         for _ in range(runs):
-            sess.run(None, feed)
+            sess.run(None, inputs)
         trace = json.loads(Path(sess.end_profiling()).read_text())
     durations: dict[str, list[float]] = defaultdict(list)
     for ev in trace:
@@ -69,8 +69,16 @@ def _node_times(model: onnx.ModelProto, example: np.ndarray, threads: int, runs:
     return {k: v / total for k, v in times.items()}
 
 
-def _logits(model: onnx.ModelProto, x: np.ndarray, threads: int) -> np.ndarray:
-    return measure.predict(measure.session(model.SerializeToString(), threads), x)
+def _logits(model: onnx.ModelProto, x, threads: int, output: str | None = None) -> np.ndarray:
+    return measure.predict(measure.session(model.SerializeToString(), threads), x, output=output)
+
+
+def _calib_score(z: np.ndarray, z0: np.ndarray, ref: np.ndarray, metric: str) -> float:
+    """The source's metric on the calib split: top-1 against ``ref``, or for ``fidelity`` the
+    mean cosine similarity to the baseline's outputs ``z0``."""
+    if metric == "fidelity":
+        return float(np.mean(metrics.cosine(z, z0)))
+    return float(np.mean(metrics.predictions(z) == ref))
 
 
 def sensitivity(
@@ -115,10 +123,10 @@ def sensitivity(
     source = get_source(source_or_name) if isinstance(source_or_name, str) else source_or_name
     graph, _ = build(source, ())  # the fp32 baseline graph (export cached per process)
     calib = source.splits["calib"]
-    z0 = _logits(graph.model, calib.x, threads)  # (N, classes)
-    ref = calib.y if calib.y is not None else z0.argmax(axis=1)
-    base_acc = float(np.mean(z0.argmax(axis=1) == ref))
-    scale = float(np.var(z0)) or 1.0
+    z0 = _logits(graph.model, calib.x, threads, source.output)  # (N, classes)
+    ref = calib.y if calib.y is not None else metrics.predictions(z0)
+    base_acc = _calib_score(z0, z0, ref, source.metric)
+    scale = float(np.var(z0.astype(np.float64))) or 1.0
 
     inits = {t.name: t for t in graph.model.graph.initializer}
     total = sum(
@@ -138,8 +146,8 @@ def sensitivity(
         ]
         node = consumer[layer]
         for kind, setting, enc in variants:
-            z = _logits(_only(graph, layer, enc), calib.x, threads)
-            acc = float(np.mean(z.argmax(axis=1) == ref))
+            z = _logits(_only(graph, layer, enc), calib.x, threads, source.output)
+            acc = _calib_score(z, z0, ref, source.metric)
             rows.append({
                 "layer": layer, "op": node.op_type, "kind": kind, "setting": setting,
                 "accuracy": acc, "accuracy_drop": base_acc - acc,

@@ -9,30 +9,37 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 
-METRICS = ("top1", "agreement")
+DATA_SUFFIXES = (".npz", ".zip", ".csv", ".parquet")
+METRICS = ("top1", "agreement", "fidelity")  # optim.metrics
 
 
 @dataclass(frozen=True)
 class Split:
-    """One data split: inputs ``x`` (N, *input_shape) float32 and labels ``y`` (N,) int64 or None."""
+    """One data split: inputs ``x`` (N, *input_shape), one array or, for a model with several
+    inputs, one array per input name (each in the graph input's dtype, e.g. int64 token ids),
+    and labels ``y`` (N,) int64 or None."""
 
-    x: np.ndarray
+    x: np.ndarray | Mapping[str, np.ndarray]
     y: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.y is not None and len(self.y) != len(self.x):
+        if isinstance(self.x, Mapping) and len({len(v) for v in self.x.values()}) != 1:
+            sizes = {k: len(v) for k, v in self.x.items()}
+            raise ValueError(f"every input must have the same number of examples, but got {sizes}")
+        if self.y is not None and len(self.y) != len(self):
             raise ValueError(
-                f"`len(x) == len(y)` must hold, but got len(x)={len(self.x)}, len(y)={len(self.y)}"
+                f"`len(x) == len(y)` must hold, but got len(x)={len(self)}, len(y)={len(self.y)}"
             )
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(next(iter(self.x.values()))) if isinstance(self.x, Mapping) else len(self.x)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class ModelSource:
     # student, trained from scratch, is augmented the same way. 0: none (uploaded models)
     train_shift: int = 0
     meta: dict = field(default_factory=dict)
+    # the output that is the prediction (None: the first); for ONNX models with several outputs
+    output: str | None = None
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.onnx_path is None):
@@ -72,13 +81,21 @@ class ModelSource:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, without the batch axis."""
-        return tuple(self.splits["test"].x.shape[1:])
+        """Shape of one example, without the batch axis (of the first input, if several)."""
+        x = self.splits["test"].x
+        return tuple(next(iter(x.values())).shape[1:] if isinstance(x, Mapping) else x.shape[1:])
 
     @property
-    def example(self) -> np.ndarray:
-        """One test example with a batch axis of 1: (1, *input_shape)."""
-        return self.splits["test"].x[:1]
+    def inputs(self) -> dict[str, tuple[int, ...]] | None:
+        """Input name -> shape of one example, for a model with several named inputs."""
+        x = self.splits["test"].x
+        return {k: tuple(v.shape[1:]) for k, v in x.items()} if isinstance(x, Mapping) else None
+
+    @property
+    def example(self) -> np.ndarray | dict[str, np.ndarray]:
+        """One test example with a batch axis of 1: (1, *input_shape), per input if several."""
+        x = self.splits["test"].x
+        return {k: v[:1] for k, v in x.items()} if isinstance(x, Mapping) else x[:1]
 
 
 def sample_names() -> list[str]:
@@ -110,104 +127,205 @@ def sample_source(name: str) -> ModelSource:
 
 
 def onnx_source(
-    onnx_path: str | Path, data_path: str | Path, name: str | None = None
+    onnx_path: str | Path,
+    data_path: str | Path,
+    name: str | None = None,
+    output: str | None = None,
+    metric: str | None = None,
 ) -> ModelSource:
-    """A bring-your-own model: an ONNX file plus an ``.npz`` with its data. The file goes
-    through the intake (:func:`optim.intake.intake`: safety checks, normalization, proof), and
-    the normalized file is the model every config starts from; ``meta["intake"]`` is its report.
+    """A bring-your-own model: an ONNX file plus its data. The file goes through the intake
+    (:func:`optim.intake.intake`: safety checks, normalization, proof), and the normalized file
+    is the model every config starts from; ``meta["intake"]`` is its report.
 
-    The ``.npz`` holds ``x_test`` and ``x_calib`` (float32, batch first) and optionally ``y_test``
-    (int labels); without labels the metric is agreement with the baseline's predictions. It is
-    read with ``allow_pickle=False``: an uploaded file is never unpickled.
+    The data (an ``.npz``, or what :func:`optim.data.load` reads: an image-folder ``.zip``, a
+    ``.csv`` or ``.parquet``) holds ``x_test`` and ``x_calib`` (batch first; for a model with
+    several inputs one array per input, ``x_test.<input name>`` and ``x_calib.<input name>``),
+    optionally ``y_test`` (int labels) and ``x_train``/``y_train``. An ``.npz`` is read with
+    ``allow_pickle=False``: an uploaded file is never unpickled. Arrays are cast to the graph
+    inputs' types (float32, or int64 token ids).
+
+    Args:
+        output: the output that is the prediction (default: the first).
+        metric: ``top1`` (needs ``y_test``), ``agreement`` (top-1 agreement with the
+            baseline) or ``fidelity`` (cosine similarity to the baseline's outputs). Default:
+            ``top1`` with labels, else ``agreement`` for class scores (N, classes), else
+            ``fidelity``.
 
     Example:
         >>> src = onnx_source("model.onnx", "data.npz")  # doctest: +SKIP
     """
+    from optim.intake import intake, safety_check
+
     onnx_path, data_path = Path(onnx_path), Path(data_path)
     for p in (onnx_path, data_path):
         if not p.is_file():
             raise ValueError(f"file {str(p)!r} does not exist")
-    try:
-        with np.load(data_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
-        raise ValueError(f"{str(data_path)!r} is not a readable .npz file ({e})") from None
-    for key in ("x_test", "x_calib"):
-        if key not in arrays:
-            raise ValueError(
-                f"{str(data_path)!r} must hold array {key!r}, but has {sorted(arrays)}"
-            )
-    check_arrays(arrays, data_path.name)
-    y = arrays.get("y_test")
-    splits = {
-        "calib": Split(arrays["x_calib"].astype(np.float32)),
-        "test": Split(
-            arrays["x_test"].astype(np.float32), None if y is None else y.astype(np.int64)
-        ),
-    }
-    from optim.intake import intake
-
+    arrays = read_data(data_path)
+    types = _input_types(safety_check(onnx_path))
+    splits = {}
+    for s in ("calib", "test", "train"):
+        if s != "train" or any(k.split(".")[0] == "x_train" for k in arrays):
+            x = _inputs(arrays, s, types, data_path.name)
+            n = len(next(iter(x.values())) if isinstance(x, dict) else x)
+            splits[s] = Split(x, _labels(arrays, s, n, data_path.name))
+    check_arrays(splits, data_path.name)
     normalized, report = intake(onnx_path, splits["test"].x)  # the baseline, proven equal
-    if y is not None:
-        check_labels(y, normalized, splits["test"].x[:1], data_path.name)
+    shape = _output_shape(normalized, splits["test"].x, output)
+    y = splits["test"].y
+    if metric is None:
+        classifier = len(shape) == 1 or (len(shape) == 2 and shape[1] > 1)
+        metric = "top1" if y is not None else "agreement" if classifier else "fidelity"
+    if metric in ("top1", "agreement") and len(shape) > 2:
+        raise ValueError(
+            f"metric {metric!r} needs class scores (N, classes) or labels (N,), but output "
+            f"{output or 'the first'} has shape {shape}: use metric 'fidelity'"
+        )
+    if y is not None and metric == "top1" and len(shape) == 2 and int(y.max()) >= shape[1]:
+        raise ValueError(
+            f"`y_test` in {data_path.name} must be < {shape[1]} (the model's output classes), "
+            f"but got max label {int(y.max())}"
+        )
+    spec = f"{onnx_path}:{data_path}"
+    options = {k: v for k, v in (("output", output), ("metric", metric)) if v}
     return ModelSource(
         name=name or onnx_path.stem,
         description=f"ONNX file {onnx_path.name} with data {data_path.name}",
-        splits=splits,
-        onnx_path=normalized,
-        metric="top1" if y is not None else "agreement",
-        family="onnx",
+        splits=splits, onnx_path=normalized, metric=metric, family="onnx", output=output,
         meta={
-            "onnx_path": str(onnx_path),
-            "data_path": str(data_path),
+            "onnx_path": str(onnx_path), "data_path": str(data_path),
+            "spec": spec + ("?" + urlencode(options) if options else ""),
             "intake": dataclasses.asdict(report),
-        },  # fmt: skip
-    )
+        },
+    )  # fmt: skip
 
 
-def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
-    """One line naming the array and the rule for data a model cannot be judged on."""
-    for key in ("x_test", "x_calib"):
-        a = arrays[key]
-        if a.dtype.kind not in "iuf":
-            raise ValueError(f"`{key}` in {where} must hold real numbers, but got dtype {a.dtype}")
-        if a.ndim < 2 or len(a) == 0:
+def read_data(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a data file in the ``.npz`` key contract (see :func:`onnx_source`)."""
+    if path.suffix.lower() != ".npz":
+        from optim.data import load
+
+        return load(path).arrays
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
+        reason = " ".join(str(e).split())[:160]
+        raise ValueError(f"{str(path)!r} is not a readable .npz file ({reason})") from None
+
+
+_NP_TYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}
+
+
+def _input_types(model) -> dict[str, type]:
+    """Graph input name -> numpy dtype (inputs that are initializers are not inputs)."""
+    inits = {t.name for t in model.graph.initializer}
+    return {
+        i.name: _NP_TYPES.get(i.type.tensor_type.elem_type, np.float32)
+        for i in model.graph.input
+        if i.name not in inits
+    }
+
+
+def _inputs(arrays: dict, split: str, types: dict[str, type], where: str):
+    """Split ``split``'s inputs: ``x_<split>`` for one input, ``x_<split>.<name>`` per input."""
+    key, named = f"x_{split}", {k.split(".", 1)[1]: v for k, v in arrays.items()
+                                if k.startswith(f"x_{split}.")}  # fmt: skip
+    if len(types) > 1 or named:
+        if sorted(named) != sorted(types):
             raise ValueError(
-                f"`{key}` in {where} must be a non-empty batch of examples (ndim >= 2, "
-                f"len >= 1), but got shape {a.shape}"
+                f"{where} must hold one array per graph input, "
+                f"{sorted(f'{key}.{n}' for n in types)}, but has {sorted(arrays)}"
             )
-        if (bad := int(np.size(a) - np.count_nonzero(np.isfinite(a)))) > 0:
-            raise ValueError(f"`{key}` in {where} must be finite, but {bad:,} values are NaN/inf")
-    if arrays["x_calib"].shape[1:] != arrays["x_test"].shape[1:]:
+        return {n: _cast(named[n], types[n], f"{key}.{n}", where) for n in types}
+    if key not in arrays:
+        raise ValueError(f"{where} must hold array {key!r}, but has {sorted(arrays)}")
+    return _cast(arrays[key], next(iter(types.values()), np.float32), key, where)
+
+
+def _cast(a: np.ndarray, dtype: type, key: str, where: str) -> np.ndarray:
+    if a.dtype.kind not in "iufb":
+        raise ValueError(f"`{key}` in {where} must hold real numbers, but got dtype {a.dtype}")
+    if a.ndim < 2 or len(a) == 0:
         raise ValueError(
-            f"`x_calib.shape[1:] == x_test.shape[1:]` must hold in {where}, but got "
-            f"{arrays['x_calib'].shape[1:]} and {arrays['x_test'].shape[1:]}"
+            f"`{key}` in {where} must be a non-empty batch of examples (ndim >= 2, len >= 1), "
+            f"but got shape {a.shape}"
         )
-    if (y := arrays.get("y_test")) is not None:
-        if y.dtype.kind not in "iu" or y.ndim != 1:
+    if np.dtype(dtype).kind in "iu" and a.dtype.kind == "f":
+        if np.isfinite(a).all() and not np.array_equal(a, np.round(a)):
             raise ValueError(
-                f"`y_test` in {where} must be integer class labels of shape (N,), but got "
-                f"dtype {y.dtype}, shape {y.shape}"
+                f"`{key}` in {where} must hold integers (token ids), but has fractions"
             )
-        if len(y) != len(arrays["x_test"]) or (len(y) and int(y.min()) < 0):
-            raise ValueError(
-                f"`y_test` in {where} must give one label >= 0 per test example, but got "
-                f"{len(y)} labels (min {int(y.min()) if len(y) else 'n/a'}) for "
-                f"{len(arrays['x_test'])} examples"
-            )
+    if np.dtype(dtype).kind in "iub" and a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"`{key}` in {where} must be finite, but has NaN/inf")
+    return a.astype(dtype, copy=False)
 
 
-def check_labels(y: np.ndarray, model: Path, x: np.ndarray, where: str) -> None:
-    """Labels must name one of the model's output classes."""
+def _output_shape(model: Path, x, output: str | None) -> tuple[int, ...]:
+    """The shape of the chosen output on the first test examples (refusing unknown names)."""
     import onnxruntime as ort
 
+    from optim.measure import predict, take
+
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    classes = int(sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[-1])
-    if int(y.max()) >= classes:
+    return tuple(predict(sess, take(x, slice(0, 2)), output=output).shape)
+
+
+def check_arrays(splits: dict[str, Split] | dict[str, np.ndarray], where: str) -> None:
+    """One line naming the array and the rule for data a model cannot be judged on: ``splits``,
+    or the arrays of the ``.npz`` contract (``x_test``, ``x_calib``, ``y_test``, ...)."""
+    if any(isinstance(v, np.ndarray) for v in splits.values()):
+        splits = _contract_splits(splits, where)
+    for s, split in splits.items():
+        arrays = split.x if isinstance(split.x, Mapping) else {"": split.x}
+        for name, a in arrays.items():
+            key = f"x_{s}" + (f".{name}" if name else "")
+            if a.dtype.kind not in "iufb":
+                raise ValueError(
+                    f"`{key}` in {where} must hold real numbers, but got dtype {a.dtype}"
+                )
+            if a.ndim < 2 or len(a) == 0:
+                raise ValueError(
+                    f"`{key}` in {where} must be a non-empty batch of examples (ndim >= 2, "
+                    f"len >= 1), but got shape {a.shape}"
+                )
+            if a.dtype.kind == "f" and (bad := int(a.size - np.count_nonzero(np.isfinite(a)))):
+                raise ValueError(
+                    f"`{key}` in {where} must be finite, but {bad:,} values are NaN/inf"
+                )
+            other = splits["test"].x
+            other = other[name] if isinstance(other, Mapping) else other
+            if a.shape[1:] != other.shape[1:]:
+                raise ValueError(
+                    f"`{key}.shape[1:] == x_test.shape[1:]` must hold in {where}, but got "
+                    f"{a.shape[1:]} and {other.shape[1:]}"
+                )
+        if (y := split.y) is not None and len(y) and int(y.min()) < 0:
+            raise ValueError(
+                f"`y_{s}` in {where} must give one label >= 0 per {s} example, but got min "
+                f"{int(y.min())}"
+            )
+
+
+def _contract_splits(arrays: dict[str, np.ndarray], where: str) -> dict[str, Split]:
+    """Splits from single-input ``.npz`` contract arrays, labels checked on the way."""
+    out = {}
+    for s in ("test", "calib", "train"):
+        if f"x_{s}" not in arrays:
+            continue
+        x = arrays[f"x_{s}"]
+        out[s] = Split(x, _labels(arrays, s, len(x) if x.ndim else 0, where))
+    return out
+
+
+def _labels(arrays: dict[str, np.ndarray], split: str, n: int, where: str) -> np.ndarray | None:
+    """``y_<split>`` as int64, after checking it is one integer label per example."""
+    y = arrays.get(f"y_{split}")
+    if y is not None and (y.dtype.kind not in "iu" or y.ndim != 1 or len(y) != n):
         raise ValueError(
-            f"`y_test` in {where} must be < {classes} (the model's output classes), but got "
-            f"max label {int(y.max())}"
+            f"`y_{split}` in {where} must be integer class labels of shape (N,), but got "
+            f"dtype {y.dtype}, shape {y.shape} for N={n} examples"
         )
+    return None if y is None else y.astype(np.int64)
 
 
 def model_names() -> list[str]:
@@ -237,9 +355,13 @@ def get_source(spec: str) -> ModelSource:
     (:mod:`optim.uploads`)."""
     from optim import project, uploads
 
-    if spec.endswith(".npz") and ".onnx:" in spec:
-        onnx_path, data_path = spec.rsplit(":", 1)
-        return onnx_source(onnx_path, data_path)
+    if ".onnx:" in spec and spec.split("?")[0].lower().endswith(DATA_SUFFIXES):
+        where, _, query = spec.partition("?")
+        onnx_path, data_path = where.rsplit(":", 1)
+        options = dict(parse_qsl(query))
+        if unknown := sorted(set(options) - {"output", "metric", "name"}):
+            raise ValueError(f"model options must be output, metric or name, but got {unknown}")
+        return onnx_source(onnx_path, data_path, **options)
     import sample_models
 
     if spec in sample_models.SAMPLES:
@@ -277,6 +399,8 @@ def check(source: ModelSource) -> None:
         raise ValueError(
             f"ONNX file {str(source.onnx_path)!r} cannot be loaded ({reason})"
         ) from None
+    if source.inputs is not None:  # several named inputs: the intake ran them on the data
+        return
     shape = tuple(sess.get_inputs()[0].shape[1:])
     if len(shape) != len(source.input_shape) or any(
         isinstance(d, int) and d != e for d, e in zip(shape, source.input_shape, strict=False)

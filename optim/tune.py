@@ -23,6 +23,7 @@ from optim import measure
 from optim import plan as plans
 from optim.artifact import write_artifact
 from optim.build import build
+from optim.metrics import predictions
 from optim.sources import get_source
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -107,7 +108,7 @@ def tune(
         with tempfile.TemporaryDirectory() as d:
             write_artifact(graph, Path(d))  # score the artifact that would ship
             sess = measure.session(Path(d) / "model.onnx")
-            pred = measure.predict(sess, calib.x).argmax(axis=1)
+            pred = predictions(measure.predict(sess, calib.x, output=source.output))
         trial.set_user_attr("plan", plans.to_json(candidate))
         return float(np.mean(pred == calib.y))
 

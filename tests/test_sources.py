@@ -62,7 +62,11 @@ def test_npz_is_never_unpickled(tmp_path):
 
 def test_missing_arrays_are_named(tmp_path):
     np.savez(tmp_path / "d.npz", x_test=np.zeros((2, 3), np.float32))
-    (tmp_path / "m.onnx").write_bytes(b"x")
+    from onnx import TensorProto, helper, save
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", io[:1], io[1:])
+    save(helper.make_model(graph), str(tmp_path / "m.onnx"))
     with pytest.raises(ValueError, match="must hold array 'x_calib'"):
         onnx_source(tmp_path / "m.onnx", tmp_path / "d.npz")
 

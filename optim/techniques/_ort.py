@@ -6,7 +6,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +42,15 @@ def through_files(model: onnx.ModelProto, fn: Callable[[Path, Path], None]) -> o
 class ArrayReader(CalibrationDataReader):
     """Feeds the calibration split in batches (the exported graphs have a dynamic batch axis)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int = 50) -> None:
+    def __init__(self, input_name: str, x: np.ndarray | Mapping[str, np.ndarray], batch: int = 50):
         # equal batches: ORT's histogram calibrators stack per-batch outputs and fail on a
         # shorter last batch, so use the largest divisor of len(x) up to ``batch``
-        batch = max(d for d in range(1, min(batch, len(x)) + 1) if len(x) % d == 0)
-        self.batches = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
+        arrays = dict(x) if isinstance(x, Mapping) else {input_name: x}
+        n = len(next(iter(arrays.values())))
+        batch = max(d for d in range(1, min(batch, n) + 1) if n % d == 0)
+        self.batches = [
+            {k: v[i : i + batch] for k, v in arrays.items()} for i in range(0, n, batch)
+        ]
         self.i = 0
 
     def get_next(self) -> dict | None:

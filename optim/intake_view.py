@@ -1,0 +1,74 @@
+"""The intake report of an uploaded model as rows to show, and which techniques apply to it.
+
+Pure formatting over :func:`optim.uploads.info` and :func:`optim.applicable.reason`; no
+streamlit, so the dashboard and tests read the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from optim.frontier import fmt_bytes
+from optim.sources import ModelSource
+
+
+def report_rows(info: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The intake report of an upload (:func:`optim.uploads.info`) as ``{"check", "result"}``
+    rows: files, safety, opset, normalization, the proof, hashes, size, data.
+
+    Example:
+        >>> [r["check"] for r in report_rows(uploads.info("mine"))][:3]  # doctest: +SKIP
+        ['Files', 'Safety', 'Opset']
+    """
+    from optim.intake import TOLERANCE
+
+    r, model, data = info["intake"], info["model"], info["data"]
+    opset = (
+        f"{r['opset_before']} → {r['opset_after']} (converted)"
+        if r["opset_after"] != r["opset_before"]
+        else f"{r['opset_after']} (kept)"
+    )
+    changes = [
+        f"{r['constants_to_initializers']} Constant weights → initializers",
+        f"{r['batchnorms_folded']} BatchNormalization folded",
+        f"nodes {r['nodes_before']} → {r['nodes_after']}",
+    ]
+    rows = [
+        ("Files", f"{model['original']} ({fmt_bytes(model['bytes'])}), "
+                  f"{data['original']} ({fmt_bytes(data['bytes'])})"),
+        ("Safety", "passed: size limits, external data, declared tensor sizes, ONNX checker"),
+        ("Opset", opset),
+        ("Normalized", "; ".join(changes)),
+        ("Outputs match", f"max |diff| {r['max_abs_diff']:.2g}, relative {r['max_rel_diff']:.2g} "
+                          f"(tolerance {TOLERANCE:g}), on the test split"),
+        ("Parameters", f"{r['params']:,}"),
+        ("FLOPs / example", f"{r['flops'] / 1e6:,.2f} M"),
+        ("sha256 (uploaded)", r["original_sha256"]),
+        ("sha256 (normalized)", r["normalized_sha256"]),
+        ("sha256 (data)", data["sha256"]),
+    ]  # fmt: skip
+    if s := info.get("data_summary"):
+        shape = " × ".join(str(d) for d in s["input_shape"])
+        metric = "top-1 accuracy" if s["metric"] == "top1" else "agreement with the baseline"
+        rows.append(("Data", f"{s['test']:,} test and {s['calib']:,} calibration examples of "
+                             f"{shape}; judged by {metric}"))  # fmt: skip
+    return [{"check": k, "result": v} for k, v in rows]
+
+
+def technique_rows(source: ModelSource) -> list[dict[str, Any]]:
+    """Each registered technique with its default config: ``{"technique", "applies",
+    "why not"}`` (:func:`optim.applicable.reason`), known before any run starts."""
+    import optim.techniques  # noqa: F401 - registers every technique
+    from optim import plan as plans
+    from optim.applicable import reason
+
+    rows = []
+    for name, tech in plans.REGISTRY.items():
+        cfg = tech.config()
+        why = reason((cfg,), source)
+        if why and ": it needs " in why:
+            why = "needs " + why.split(": it needs ", 1)[1]
+        rows.append({"technique": f"{plans.label((cfg,))} ({name})", "applies": why is None,
+                     "why not": why or ""})  # fmt: skip
+    return sorted(rows, key=lambda r: (not r["applies"], r["technique"]))

@@ -1,0 +1,391 @@
+"""Models brought in the browser (:mod:`optim.uploads`): kept by content hash, refused whole
+when hostile, listed in every picker, resolvable from a fresh process; the Models page's
+"Bring your own model" section (AppTest); and the access gate of a dashboard served to a team.
+
+Every test gets its own OPTIM_HOME. The hostile files are built here (:func:`hostile`), so the
+browser test refuses the same ones."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from streamlit.testing.v1 import AppTest
+
+from optim import intake_view, uploads
+from optim.sources import get_source, model_names
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app.py"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPTIM_HOME", str(home))
+    monkeypatch.setenv("OPTIM_DB_URL", f"sqlite:///{tmp_path / 'runs.db'}")
+    return home
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[bytes, bytes]:
+    """The digits CNN sample exported to ONNX, and its data as an .npz (labels included)."""
+    from optim.artifact import export_onnx
+    from optim.sources import sample_source
+
+    src = sample_source("digits_cnn")
+    s, buf = src.splits, io.BytesIO()
+    np.savez(buf, x_test=s["test"].x, y_test=s["test"].y, x_calib=s["calib"].x)
+    return export_onnx(src.build(), src.example).SerializeToString(), buf.getvalue()
+
+
+def left_behind(home: Path) -> list[str]:
+    """Files and folders under ``$OPTIM_HOME/uploads`` (the lock file aside)."""
+    base = home / "uploads"
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.name != ".lock")
+
+
+# ------------------------------------------------------------------ hostile files
+
+
+def _model(nodes, inputs, outputs, inits) -> bytes:
+    g = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _tiny(init: TensorProto) -> bytes:
+    """y = x + w for x of shape (N, 4)."""
+    return _model([helper.make_node("Add", ["x", init.name], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [init])  # fmt: skip
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+class _Marker:
+    """Unpickling this object creates ``path``: proof that nothing unpickled the upload."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@dataclass(frozen=True)
+class Hostile:
+    onnx_name: str
+    onnx: bytes | None  # None: the good digits model
+    data_name: str
+    data: bytes | None  # None: the good digits data
+    match: str  # the refusal, one line
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def hostile(tmp: Path) -> dict[str, Hostile]:
+    """Files a browser may send, each of which must be refused in one line."""
+    four = {"x_test": np.zeros((2, 4), np.float32), "x_calib": np.zeros((2, 4), np.float32)}
+    outside = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1, 4])
+    outside.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../x"), ("offset", "0"), ("length", "16")):
+        outside.external_data.add(key=k, value=v)
+    shape = numpy_helper.from_array(np.array([1 << 20, 1 << 20, 1], np.int64), "shape")
+    bomb = _model([helper.make_node("ConstantOfShape", ["shape"], ["big"], name="bomb")], [],
+                  [helper.make_tensor_value_info("big", TensorProto.FLOAT, None)], [shape])  # fmt: skip
+    good = _tiny(numpy_helper.from_array(np.ones((1, 4), np.float32), "w"))
+    marker = tmp / "unpickled"
+    pickled = _npz(x_test=np.array([_Marker(str(marker))], dtype=object),
+                   x_calib=np.zeros((2, 4), np.float32))  # fmt: skip
+    zeros = np.zeros(4_000_000, np.float32)  # 16 MB that deflate packs into ~16 KB
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x_test=zeros.reshape(-1, 4), x_calib=zeros.reshape(-1, 4))
+    return {
+        "external data outside its folder": Hostile(
+            "outside.onnx", _tiny(outside), "d.npz", _npz(**four), "inside the model's own folder"
+        ),
+        "ConstantOfShape of 4 TB": Hostile(
+            "bomb.onnx", bomb, "d.npz", _npz(**four), r"'bomb' \(ConstantOfShape\) would allocate"
+        ),
+        "truncated ONNX file": Hostile(
+            "cut.onnx", None, "d.npz", None, "is not an ONNX model|fails the ONNX checker"
+        ),
+        "garbage ONNX file": Hostile(
+            "junk.onnx", b"\x08\x07garbage, not protobuf \xff\xff", "d.npz", _npz(**four),
+            "is not an ONNX model",
+        ),  # fmt: skip
+        "oversize ONNX file": Hostile(
+            "big.onnx", None, "d.npz", None, "the limit is 100,000 \\(OPTIM_MAX_MODEL_MB\\)",
+            (("OPTIM_MAX_MODEL_MB", "0.1"),),
+        ),  # fmt: skip
+        "oversize data file": Hostile(
+            "m.onnx", None, "d.npz", None, "the limit is 100,000 \\(OPTIM_MAX_DATA_MB\\)",
+            (("OPTIM_MAX_DATA_MB", "0.1"),),
+        ),  # fmt: skip
+        "npz with a pickled object array": Hostile(
+            "m.onnx", good, "pickled.npz", pickled, "is not a readable .npz file"
+        ),
+        "npz bomb": Hostile(
+            "m.onnx", good, "bomb.npz", buf.getvalue(), "unpacks to 32,000,\\d+ bytes",
+            (("OPTIM_MAX_UNZIPPED_MB", "8"),),
+        ),  # fmt: skip
+        "zip-slip zip": Hostile(
+            "m.onnx", None, "slip.zip", _zip({"../evil/0.png": b"x", "cls/../../x.png": b"x"}),
+            "must be a plain relative path",
+        ),  # fmt: skip
+        "zip bomb": Hostile(  # default limits: one member 64 MB of zeros, ~1000:1
+            "m.onnx", None, "bomb.zip", _zip({"cls/a.png": bytes(64_000_000)}),
+            "must compress at most 200:1",
+        ),  # fmt: skip
+    }
+
+
+def upload_hostile(case: Hostile, digits: tuple[bytes, bytes], monkeypatch):
+    for k, v in case.env:
+        monkeypatch.setenv(k, v)
+    onnx_bytes = case.onnx if case.onnx is not None else digits[0]
+    if case.onnx_name == "cut.onnx":
+        onnx_bytes = digits[0][: len(digits[0]) // 2]
+    data = case.data if case.data is not None else digits[1]
+    return uploads.add(onnx_bytes, data, case.data_name, "evil", onnx_name=case.onnx_name)
+
+
+@pytest.mark.parametrize("case", list(hostile(Path("/nonexistent"))))
+def test_hostile_uploads_are_refused_in_one_line_leaving_nothing(
+    case, home, digits, tmp_path, monkeypatch
+):
+    h = hostile(tmp_path)[case]
+    with pytest.raises(ValueError, match=h.match) as err:
+        upload_hostile(h, digits, monkeypatch)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300, str(err.value)
+    assert left_behind(home) == [] and uploads.names() == [] and "evil" not in model_names()
+    assert not (tmp_path / "unpickled").exists()
+
+
+# ------------------------------------------------------------------ the store
+
+
+def test_an_upload_is_kept_by_its_hash_listed_and_resolved_in_a_fresh_process(home, digits):
+    onnx_bytes, data = digits
+    src = uploads.add(onnx_bytes, data, "digits.npz", "my digits", onnx_name="digits.onnx")
+    sha = hashlib.sha256(onnx_bytes).hexdigest()
+    folder = home / "uploads" / sha
+    assert src.name == "my digits" and src.meta["spec"] == "my digits" and src.metric == "top1"
+    assert (folder / "model.onnx").read_bytes() == onnx_bytes
+    data_file = f"data-{hashlib.sha256(data).hexdigest()[:16]}.npz"
+    assert (folder / data_file).read_bytes() == data
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model"] == {"original": "digits.onnx", "sha256": sha,
+                                 "bytes": len(onnx_bytes)}  # fmt: skip
+    assert manifest["data"][data_file]["original"] == "digits.npz"
+    assert manifest["names"]["my digits"]["time"][:2] == "20"
+    assert json.loads((home / "uploads" / "index.json").read_text()) == {"my digits": sha}
+    assert model_names()[-1] == "my digits" and uploads.names() == ["my digits"]
+    assert uploads.describe("my digits") == (
+        "uploaded digits.onnx with digits.npz: 58,314 parameters, opset 20"
+    )
+    rows = {r["check"]: r["result"] for r in intake_view.report_rows(uploads.info("my digits"))}
+    assert rows["sha256 (uploaded)"] == sha and rows["Parameters"] == "58,314"
+    assert rows["Outputs match"].startswith("max |diff| 0, relative 0 (tolerance 0.0001)")
+    assert rows["Data"] == "360 test and 200 calibration examples of 1 × 8 × 8; judged by top-1 accuracy"
+    techniques = {r["technique"]: r for r in intake_view.technique_rows(src)}
+    assert techniques["int4 w/channel (Quantize)"]["applies"]
+    assert techniques["channels -50% (StructuredPrune)"]["why not"] == (
+        "needs a torch model (it is an ONNX file)"
+    )
+    code = ("from optim.sources import get_source, source_spec; s = get_source('my digits'); "
+            "print(source_spec(s), s.metric, len(s.splits['test']))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ),
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.split("\n")[-2] == "my digits top1 360"
+    assert get_source("my digits").onnx_path == src.onnx_path
+
+
+def test_a_reupload_reuses_the_folder_and_remove_cleans_up(home, digits):
+    onnx_bytes, data = digits
+    first = uploads.add(onnx_bytes, data, "d.npz", "a")
+    folder = home / "uploads" / hashlib.sha256(onnx_bytes).hexdigest()
+    stamp = (folder / "model.onnx").stat().st_mtime_ns
+    assert uploads.add(onnx_bytes, data, "d.npz", "a") is first  # the same upload: a no-op
+    uploads.add(onnx_bytes, data, "copy.npz", "b")  # the same bytes under a second name
+    fewer = _npz(**{k: v[:100] for k, v in np.load(io.BytesIO(data)).items()})
+    uploads.add(onnx_bytes, fewer, "fewer.npz", "c")  # the same model, other data
+    assert (folder / "model.onnx").stat().st_mtime_ns == stamp
+    assert [p.name for p in (home / "uploads").iterdir() if not p.name.startswith(".")] == [
+        "index.json", folder.name
+    ] or sorted(p.name for p in (home / "uploads").iterdir()) == sorted(
+        [".lock", "index.json", folder.name]
+    )
+    assert len(list(folder.glob("data-*"))) == 2 and uploads.names() == ["a", "b", "c"]
+    assert len(uploads.resolve("c").splits["test"]) == 100
+    with pytest.raises(ValueError, match="model name 'a' is already taken"):
+        uploads.add(onnx_bytes, fewer, "fewer.npz", "a")
+    uploads.remove("c")
+    assert len(list(folder.glob("data-*"))) == 1 and uploads.resolve("c") is None
+    uploads.remove("a")
+    assert (folder / "model.onnx").is_file() and uploads.names() == ["b"]
+    uploads.remove("b")
+    assert left_behind(home) == ["index.json"] and uploads.names() == []
+    with pytest.raises(ValueError, match="unknown model 'b'"):
+        uploads.remove("b")
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("", r"`1 <= len\(name\) <= 64` must hold, but got len=0"),
+        ("   ", "but got len=0"),
+        ("x" * 65, "but got len=65"),
+        ("a/b", "must not hold path separators, ':' or control characters, but 'a/b' holds '/'"),
+        ("a\\b", "path separators"),
+        ("m.onnx:d.npz", "holds ':'"),
+        ("bell\x07", "control characters"),
+        ("..", "is taken by a sample or project model"),
+        ("digits_cnn", "model name 'digits_cnn' is taken by a sample"),
+    ],
+)
+def test_names_are_checked_in_one_line(name, match, home, digits):
+    with pytest.raises(ValueError, match=match):
+        uploads.add(*digits, "d.npz", name)
+    assert left_behind(home) == []
+
+
+def test_a_data_file_of_another_kind_is_refused(home, digits):
+    with pytest.raises(ValueError, match=r"must be one of .npz, .zip, .csv, .parquet, but got 'd.pkl'"):
+        uploads.add(digits[0], b"\x80\x04", "d.pkl", "m")
+    assert left_behind(home) == []
+
+
+# ------------------------------------------------------------------ the Models page
+
+
+def models_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["model"] = "cancer_mlp"  # profiles in under a second
+    at.run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _upload(at: AppTest, onnx_file: tuple, data_file: tuple, name: str = "") -> AppTest:
+    at.file_uploader[0].set_value(onnx_file)
+    at.file_uploader[1].set_value(data_file)
+    at.text_input[0].set_value(name)
+    at.run()
+    at.button(key="byo_add").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_models_page_adds_reports_lists_and_removes_an_upload(home, digits):
+    at = models_page()
+    assert at.button(key="byo_add").disabled  # nothing to add yet
+    at = _upload(at, ("digits.onnx", digits[0], "application/octet-stream"),
+                 ("digits.npz", digits[1], "application/octet-stream"))  # fmt: skip
+    assert uploads.names() == ["digits"]  # the name box was empty: the file's name
+    assert not at.error and "Added **digits**" in at.success[0].value
+    report, techniques = (df.value for df in at.dataframe[1:3])
+    assert "Outputs match" in set(report["check"]) and "58,314" in set(report["result"])
+    assert techniques.set_index("technique").loc["int4 w/channel (Quantize)", "applies"]
+    assert "digits" in at.selectbox(key="model").options and at.selectbox(key="model").value == "digits"
+    assert any("**digits** — uploaded digits.onnx" in m.value for m in at.markdown)
+    at.switch_page("pages/sweep.py").run()
+    assert at.selectbox(key="model").value == "digits" and not at.exception
+    at.switch_page("pages/models.py").run()
+    at.button(key="byo_remove_digits").click().run()
+    assert not at.exception and uploads.names() == [] and not at.success
+    assert "digits" not in at.selectbox(key="model").options
+    assert left_behind(home) == ["index.json"]
+
+
+def test_a_refused_upload_shows_one_line_and_nothing_else(home, digits):
+    at = _upload(models_page(), ("junk.onnx", b"\x08\x07not protobuf", "application/octet-stream"),
+                 ("d.npz", digits[1], "application/octet-stream"), name="junk")  # fmt: skip
+    assert [e.value for e in at.error] == ["junk.onnx is not an ONNX model (DecodeError)"] or (
+        len(at.error) == 1 and "junk.onnx" in at.error[0].value
+    )
+    assert not at.success and uploads.names() == [] and left_behind(home) == []
+    assert "junk" not in at.selectbox(key="model").options
+
+
+# ------------------------------------------------------------------ access control
+
+
+def test_with_a_token_the_dashboard_shows_only_the_sign_in_box(home, monkeypatch):
+    monkeypatch.setenv("OPTIM_TOKEN", "s3cret-token")
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception and [t.value for t in at.title] == ["Model optimizer"]
+    assert [t.label for t in at.text_input] == ["Access token"] and not at.selectbox
+    assert not at.sidebar.children or not list(at.sidebar)
+    at.text_input[0].set_value("wrong").run()
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong access token."]
+    assert [t.value for t in at.title] == ["Model optimizer"] and not at.selectbox
+    at.text_input[0].set_value("s3cret-token").run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error and "Access token" not in [
+        t.label for t in at.text_input
+    ]
+    assert [t.value for t in at.title] == ["Trade-offs"]  # the default page, unlocked
+    at.run()
+    assert [t.value for t in at.title] == ["Trade-offs"]  # kept in session state
+
+
+def test_a_token_in_the_url_signs_in_and_leaves_the_url(home, monkeypatch):
+    monkeypatch.setenv("OPTIM_TOKEN", "s3cret-token")
+    wrong = AppTest.from_file(str(APP), default_timeout=60)
+    wrong.query_params["token"] = "guess"
+    wrong.run()
+    assert [e.value for e in wrong.error] == ["Wrong access token."]
+    assert [t.label for t in wrong.text_input] == ["Access token"]
+    right = AppTest.from_file(str(APP), default_timeout=60)
+    right.query_params["token"] = "s3cret-token"
+    right.query_params["floor"] = "0.9"
+    right.run()
+    assert not right.exception and [t.value for t in right.title] == ["Trade-offs"]
+    assert "token" not in right.query_params  # a copied link never carries it
+
+
+def test_without_a_token_the_dashboard_opens_directly(home, monkeypatch):
+    monkeypatch.delenv("OPTIM_TOKEN", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception and [t.value for t in at.title] == ["Trade-offs"]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"ADDRESS": "0.0.0.0"}, [], "ADDRESS=0.0.0.0 serves the network, so OPTIM_TOKEN"),
+        ({"ADDRESS": "10.1.2.3", "OPTIM_TOKEN": ""}, [], "OPTIM_TOKEN (a long random secret)"),
+        ({}, ["--server.address=0.0.0.0"], "set ADDRESS=... instead of --server.address"),
+    ],
+)
+def test_app_sh_refuses_to_serve_the_network_without_a_token(env, args, message):
+    base = {k: v for k, v in os.environ.items() if k not in ("ADDRESS", "OPTIM_TOKEN")}
+    out = subprocess.run(["bash", "scripts/app.sh", *args], cwd=ROOT, env=base | env,
+                         capture_output=True, text=True, timeout=10)  # fmt: skip
+    assert out.returncode == 2 and out.stdout == ""
+    assert message in out.stderr and out.stderr.count("\n") == 1
