@@ -44,6 +44,7 @@ TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module.path:callable
 NAME = re.compile(r"[A-Za-z0-9][\w.-]*")  # no ':', '?', '&' or spaces: names go into specs
 KEYS = {"build": str, "onnx": str, "weights": str, "data": str, "description": str,
         "family": str, "train_shift": int}  # fmt: skip
+FAMILIES = ("custom", "cnn", "mlp", "transformer", "resnet", "mobilenet")  # the samples' too
 _OURS: dict[str, Path] = {}  # top-level module -> the project folder it was imported from
 
 
@@ -213,11 +214,11 @@ def _entry(name: str, table: dict, project: Path) -> Entry:
         (TARGET.fullmatch(table.get("build", "m:f")), "`build` is 'module:callable'"),
         ("onnx" not in table or "weights" not in table, "`weights` go with `build`, not `onnx`"),
         (table.get("train_shift", 0) >= 0, "`train_shift >= 0`"),
+        (table.get("family", "custom") in FAMILIES, f"`family` in {FAMILIES}"),
     )
     for ok, rule in rules:
         if not ok:
-            shown = {k: table[k] for k in ("build", "onnx", "weights", "data", "train_shift")
-                     if k in table}  # fmt: skip
+            shown = {k: v for k, v in table.items() if k != "description"}
             raise ValueError(f"model {name!r}: {rule} must hold, but got {shown}")
     root = project.parent
     paths = {k: _file(name, k, root / table[k]) for k in ("onnx", "weights", "data") if k in table}

@@ -257,6 +257,9 @@ OK = 'weights = "weights/tiny.safetensors"\ndata = "data/digits.npz"'
          r"^model 'bad': the keys are \['build', .*\], but got 'weight'$"),
         (f'build = "mymodels:build"\n{OK}\ntrain_shift = "1"',
          r"^model 'bad': `train_shift` must be a int, but got '1'$"),
+        (f'build = "mymodels:build"\n{OK}\nfamily = "transfomer"',
+         r"^model 'bad': `family` in \('custom', 'cnn', .*\) must hold, but got \{.*'family': "
+         r"'transfomer'\}$"),
         ('build = "mymodels:build"\ndata = "data/none.npz"',
          r"^model 'bad': `data` must name an existing file, but got '.*data/none.npz'$"),
     ],
