@@ -303,7 +303,7 @@ def check_optimizations(
     """Refuse a file whose outputs ONNX Runtime's graph optimizations change (a fusion that
     miscomputes it): the first ``n`` rows of ``x`` run unoptimized must give ``outputs[:n]``
     (the optimized session's) within float rounding (0.1 %), or for a graph with int8
-    activations within 5 % of the outputs' range."""
+    activations within 10 % of the outputs' scale."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
@@ -314,7 +314,9 @@ def check_optimizations(
     if int8_activations:
         # int8 activations: fused integer kernels round differently from the unfused QDQ
         # emulation, by up to a few quantization steps; a broken fusion is off by far more
-        tolerance = max(tolerance, 0.05 * float(np.ptp(want)))
+        # (AVX2 without VNNI also saturates u8s8 sums in the fused kernels); 10 % of the
+        # outputs' scale
+        tolerance = max(tolerance, 0.1 * max(float(np.ptp(want)), float(np.max(np.abs(want)))))
     if diff > tolerance:
         raise ValueError(
             f"ONNX Runtime {ort.__version__}'s default optimizations change the outputs of "

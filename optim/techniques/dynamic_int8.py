@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
 from optim.artifact import Graph
@@ -29,8 +30,10 @@ def dynamic_int8(graph: Graph, cfg: DynamicInt8, ctx: Context) -> Graph:
         pre = dst.with_name("pre.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
         quantize_dynamic(
-            pre, dst, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
-        )
+            pre, dst, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
+            # tensors after ops of other domains (ai.onnx.ml: skl2onnx) have no inferred type
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )  # fmt: skip
 
     model = through_files(graph.model, run)
     return Graph(model, {}, precision="int8 dynamic (MatMul/Gemm), fp32 elsewhere")

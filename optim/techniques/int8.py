@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import onnx
 from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
@@ -95,7 +96,10 @@ def int8(graph: Graph, cfg: Int8, ctx: Context) -> Graph:
             reader,
             quant_format=QuantFormat.QDQ,
             calibrate_method=CALIBRATIONS[cfg.calibration],
-            extra_options={"CalibPercentile": 99.999},
+            extra_options={
+                "CalibPercentile": 99.999,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },  # see dynamic_int8
             **opts,
         )
 
