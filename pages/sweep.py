@@ -17,7 +17,7 @@ common.flash()
 
 model = common.model_picker()
 st.subheader("Grid")
-plan_list = forms.grid_form()
+plan_list = forms.grid_form(model)
 plan_list += forms.advanced_form(model)
 settings = forms.settings_form()
 forms.start_controls(model, plan_list, settings)

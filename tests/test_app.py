@@ -484,3 +484,24 @@ def test_model_names_are_shown_as_text_not_markdown(store, run_id):
         assert "\\[Docs\\]\\(https://evil\\.example\\)" in caption.value  # escaped: no link
     finally:
         store.delete_run(new)
+
+
+def test_sweep_page_greys_out_what_an_onnx_model_cannot_run(store, tmp_path, monkeypatch):
+    """An ONNX model (here from the project file) cannot be structurally pruned or distilled:
+    the Sweep page disables those options and says why, before anything runs."""
+    import numpy as np
+
+    from tests.corpus import shared_weight_mlp
+
+    np.savez(tmp_path / "data.npz", **shared_weight_mlp(tmp_path))
+    (tmp_path / "optim.toml").write_text(
+        '[models.tied]\nonnx = "model.onnx"\ndata = "data.npz"\ndescription = "tied MLP"\n'
+    )
+    monkeypatch.setenv("OPTIM_PROJECT", str(tmp_path / "optim.toml"))
+    at = healthy(app(page="sweep", model="tied"))
+    note = next(i.value for i in at.info if "Not available for tied" in i.value)
+    assert "StructuredPrune" in note and "needs a torch model" in note and "Distill" in note
+    assert at.toggle(key="sweep_structured").disabled
+    assert at.multiselect(key="sweep_students").disabled
+    assert "StructuredPrune" not in at.multiselect(key="adv_steps").options
+    assert "Quantize" in at.multiselect(key="adv_steps").options

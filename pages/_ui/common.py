@@ -4,6 +4,9 @@ the current run with its status messages, and friendly errors. Logic lives in ``
 from __future__ import annotations
 
 import contextlib
+import hmac
+import os
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -308,6 +311,22 @@ def model_picker() -> str:
     return name
 
 
+@st.cache_data(show_spinner="Checking which techniques apply…", max_entries=32)
+def not_applicable(name: str) -> dict[str, str]:
+    """Technique name -> why it cannot run on model ``name`` (only those that cannot)."""
+    from optim import applicable
+    from optim import plan as plans
+    from optim.sources import get_source
+
+    source = get_source(name)
+    out = {}
+    for tech_name, tech in plans.REGISTRY.items():
+        why = applicable.reason((tech.config(),), source)
+        if why:
+            out[tech_name] = "needs " + why.split(": it needs ", 1)[-1]
+    return out
+
+
 @st.cache_data(show_spinner="Measuring every layer alone (a few seconds)…", max_entries=16)
 def sensitivity(name: str, bits: tuple[int, ...], sparsities: tuple[float, ...]):
     """``optim.sensitivity.sensitivity``, cached (the Sensitivity page and the sweep forms)."""
@@ -372,3 +391,45 @@ def frame_guard() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+# ------------------------------------------------------------------ access control
+# Serving a team is a choice made with a token (scripts/app.sh refuses a non-loopback address
+# without one): with OPTIM_TOKEN set, a session sees only the sign-in box until it gives it.
+
+
+def locked() -> bool:
+    """True while ``OPTIM_TOKEN`` is set and this session has not given it (the sign-in box or
+    ``?token=`` in the URL, which is then dropped from the URL so shared links never carry it)."""
+    token, ss = os.environ.get("OPTIM_TOKEN", ""), st.session_state
+    if not token or ss.get("_signed_in"):
+        return False
+    if (given := st.query_params.get("token")) is not None:
+        del st.query_params["token"]
+        _check_token(given, token)
+    return not ss.get("_signed_in")
+
+
+def _check_token(given: str, token: str) -> None:
+    if hmac.compare_digest(given.encode(), token.encode()):
+        st.session_state["_signed_in"] = True
+        st.session_state.pop("_sign_in_error", None)
+    else:
+        time.sleep(1.0)  # slows down guessing; the token itself should be long and random
+        st.session_state["_sign_in_error"] = "Wrong access token."
+
+
+def _submit_token() -> None:
+    ss = st.session_state
+    if (given := ss.get("_token_box")) and not ss.get("_signed_in"):
+        ss["_token_box"] = ""
+        _check_token(given, os.environ.get("OPTIM_TOKEN", ""))
+
+
+def sign_in() -> None:
+    """The only screen of a locked dashboard: a password box for the access token."""
+    st.title("Model optimizer")
+    st.text_input("Access token", type="password", key="_token_box", on_change=_submit_token)
+    st.button("Sign in", type="primary", on_click=_submit_token, icon=":material/login:")
+    if error := st.session_state.pop("_sign_in_error", None):
+        st.error(error, icon=":material/lock:")

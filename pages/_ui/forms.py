@@ -27,8 +27,16 @@ def _bits_label(b: int) -> str:
     return {32: "32 (fp32)", 16: "16 (fp16)", 8: "8 (int8)"}.get(b, str(b))
 
 
-def grid_form() -> list[tuple]:
-    """The model × bits × sparsity grid; returns its plans (empty, after a warning, if invalid)."""
+def grid_form(model: str) -> list[tuple]:
+    """The model × bits × sparsity grid; returns its plans (empty, after a warning, if invalid).
+    Options that cannot run on ``model`` are greyed out, with the reason as their help."""
+    na = common.not_applicable(model)
+    if na:
+        st.info(
+            f"Not available for {ui.plain(model)}: "
+            + "; ".join(f"**{n}** ({why})" for n, why in sorted(na.items())),
+            icon=":material/block:",
+        )
     bits_col, sparsity_col, students_col = st.columns(3)
     bits = bits_col.multiselect(
         "Weight bits",
@@ -53,7 +61,9 @@ def grid_form() -> list[tuple]:
         key="sweep_students",
         format_func=lambda w: f"{w:.0%} width",
         placeholder="none: the model alone",
-        help="Also train narrower students of the model's own architecture on its soft targets "
+        disabled="Distill" in na,
+        help=na.get("Distill")
+        or "Also train narrower students of the model's own architecture on its soft targets "
         "(knowledge distillation), then prune and quantize each like the model. Training a "
         "student takes seconds for the 8x8 samples, minutes for the 64x64 CNNs.",
     )
@@ -63,7 +73,9 @@ def grid_form() -> list[tuple]:
     structured = structured_col.toggle(
         "Structured pruning",
         key="sweep_structured",
-        help="Remove whole channels: smaller and faster, usually less accurate",
+        disabled="StructuredPrune" in na,
+        help=na.get("StructuredPrune")
+        or "Remove whole channels: smaller and faster, usually less accurate",
     )
     grans = scales_col.multiselect(
         "Scales",
@@ -90,6 +102,8 @@ def grid_form() -> list[tuple]:
         help="Also round the weights first and prune the rounded values (quantize → prune), "
         "next to prune → quantize",
     )
+    structured = structured and "StructuredPrune" not in na
+    students = [] if "Distill" in na else students
     try:
         return sweep.grid(
             sorted(bits), sorted(sparsity), structured, grans, mode, sym, sorted(students)[::-1],
@@ -146,12 +160,18 @@ def advanced_form(model: str) -> list[tuple]:
     """Hand-built plans from any registered technique (forms from its dataclass fields)."""
     ss = st.session_state
     with st.expander("Advanced: add technique plans"):
+        na = common.not_applicable(model)
         steps = st.multiselect(
             "Steps, in order",
-            list(plans.REGISTRY),
+            [n for n in plans.REGISTRY if n not in na],
             key="adv_steps",
             help="Torch-stage steps (structured pruning) must come first",
         )
+        if na:
+            st.caption(
+                f"Not offered for {ui.plain(model)}: "
+                + "; ".join(f"{n} ({why})" for n, why in sorted(na.items()))
+            )
         plan, problem = [], None
         for name in steps:
             tech = plans.REGISTRY[name]
