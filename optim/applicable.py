@@ -48,8 +48,14 @@ def reason(plan: Sequence[object], source: ModelSource) -> str | None:
     """
     graph = onnx.load(str(source.onnx_path)) if source.onnx_path is not None else None
     for cfg in plan:
-        for need in plans.REGISTRY[type(cfg).__name__].needs:
-            check, missing = NEEDS[need]
-            if not check(source, graph):
-                return f"{plans.label((cfg,))!r} does not apply to {source.name!r}: it needs {missing}"
+        tech = plans.REGISTRY[type(cfg).__name__]
+        missing = [
+            m for need in tech.needs for check, m in [NEEDS[need]] if not check(source, graph)
+        ]
+        if not missing and tech.check is not None and (why := tech.check(cfg, source)):
+            missing = [why]
+        if missing:
+            return (
+                f"{plans.label((cfg,))!r} does not apply to {source.name!r}: it needs {missing[0]}"
+            )
     return None

@@ -73,7 +73,7 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="optim", description="Measure what each optimization buys and costs.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("models", help="list the sample models")
+    sub.add_parser("models", help="list the models: samples, the project file's, uploaded")
     pr = sub.add_parser("profile", help="params, FLOPs, baseline figures and a per-layer table")
     pr.add_argument("--model", required=True)
     pr.add_argument("--threads", type=int, default=1)
@@ -212,15 +212,17 @@ def pareto_flags(df: pd.DataFrame) -> list[bool]:
 
 
 def _cmd_models(args, out) -> None:
-    from optim.sources import sample_names, sample_source
+    from optim.sources import describe, model_names, sample_names, sample_source
 
+    samples = set(sample_names())
     rows = [
         {
             "model": n,
-            "description": sample_source(n).description,
-            "input": str(sample_source(n).input_shape),
+            "kind": "sample" if n in samples else "yours",
+            "description": describe(n),
+            "input": str(sample_source(n).input_shape) if n in samples else "",
         }
-        for n in sample_names()
+        for n in model_names()
     ]
     print(pd.DataFrame(rows).to_string(index=False), file=out)
 

@@ -28,6 +28,8 @@ class Technique:
     apply: Callable[..., Any]
     final: bool = False  # hands ONNX Runtime a graph without float weights: nothing may follow
     needs: tuple[str, ...] = ()  # what the source must offer (see optim.applicable.NEEDS)
+    # (config, source) -> why this config cannot run on the source, for needs a config sets
+    check: Callable[[Any, Any], str | None] | None = None
 
 
 REGISTRY: dict[str, Technique] = {}
@@ -41,18 +43,22 @@ def technique(
     family: str,
     final: bool = False,
     needs: tuple[str, ...] | None = None,
+    check: Callable[[Any, Any], str | None] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Register ``apply(obj, config, ctx) -> new obj`` for ``config``'s type; ``final`` steps
     (int8 / int4 execution) must end a plan. ``needs`` names what the source must offer
     (:data:`optim.applicable.NEEDS`); by default a torch model and a training split for a
-    torch-stage step, Conv/Gemm/MatMul weights for a graph-stage one."""
+    torch-stage step, Conv/Gemm/MatMul weights for a graph-stage one. ``check(config,
+    source)`` says why one config cannot run on a source (a need that depends on the config)."""
     if stage not in STAGES:
         raise ValueError(f"`stage` must be one of {STAGES}, but got stage={stage!r}")
     if needs is None:
         needs = ("torch", "train") if stage == "torch" else ("weights",)
 
     def register(fn: Callable) -> Callable:
-        REGISTRY[config.__name__] = Technique(config, stage, family, fn, final, tuple(needs))
+        REGISTRY[config.__name__] = Technique(
+            config, stage, family, fn, final, tuple(needs), check
+        )
         return fn
 
     return register

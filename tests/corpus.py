@@ -261,6 +261,6 @@ CORPUS = {  # name -> (builder, source options)
     "two inputs (image + features)": (two_inputs, {}),
     "text classifier on int64 token ids": (token_classifier, {}),
     "scikit-learn MLP via skl2onnx": (sklearn_mlp, {"output": "probabilities"}),
-    "embedding model, no labels": (embedding_model, {}),
+    "embedding model, no labels": (embedding_model, {"metric": "fidelity"}),
     "transformer encoder": (transformer_encoder, {}),
 }  # fmt: skip

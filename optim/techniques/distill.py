@@ -99,7 +99,17 @@ def _fit_standardize_(model: nn.Module, x: torch.Tensor) -> None:
             m.fit(x.flatten(1))
 
 
-@technique(Distill, stage="torch", family="distill")
+def _depth_needs_blocks(cfg: Distill, source) -> str | None:
+    from optim.techniques._students import DEEP
+
+    if cfg.depth < 1 and source.family not in DEEP:
+        return (
+            f"a family with repeated blocks {DEEP} for depth < 1 (its family is {source.family!r})"
+        )
+    return None
+
+
+@technique(Distill, stage="torch", family="distill", check=_depth_needs_blocks)
 def distill(teacher: nn.Module, cfg: Distill, ctx: Context) -> nn.Module:
     source = ctx.source
     with torch.no_grad():
