@@ -334,7 +334,9 @@ def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
     ci = f"95 % CI {100 * lo:.1f}–{fr.fmt_pct(hi)}" if math.isfinite(lo + hi) else None
     facts = ", ".join(f for f in (smaller, faster) if f)
     text = f"At this floor, ship **{row['label']}**: " + (f"{facts}, " if facts else "")
-    text += f"accuracy {fr.fmt_pct(acc)}" + (f" ({ci})" if ci else "") + "."
+    metric = {"top1": "accuracy", "agreement": "agreement with the baseline",
+              "fidelity": "cosine similarity to the baseline"}.get(row.get("metric"), "accuracy")  # fmt: skip
+    text += f"{metric} {fr.fmt_pct(acc)}" + (f" ({ci})" if ci else "") + "."
     if bool(row["is_baseline"]):
         text = f"At this floor, no optimized config beats the baseline: keep **{row['label']}**."
     c = rec.constraints

@@ -3,7 +3,7 @@ with the data it is judged on: torchvision architectures exported at opset 11 an
 constant folding, weights as Constant nodes, unfolded BatchNorm, a weight shared by two nodes,
 external data files, dynamic batch and spatial dims, two inputs, int64 token ids, a
 scikit-learn model (label + probabilities outputs), an embedding model without labels, a
-transformer encoder, and a real trained model from outside: Silero VAD from its wheel."""
+transformer encoder and a detection-style head with two outputs."""
 
 from __future__ import annotations
 
@@ -253,6 +253,29 @@ def transformer_encoder(d: Path) -> dict:
     return {"x_test": x[:80], "y_test": y[:80], "x_calib": x[80:]}
 
 
+def detection_head(d: Path) -> dict:
+    """A detection-style head with two outputs, 8 anchor boxes (N, 8, 4) and their scores
+    (N, 8): judged on `boxes` by fidelity (its outputs are coordinates, not class scores)."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(),
+                                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # fmt: skip
+            self.boxes, self.scores = torch.nn.Linear(16, 32), torch.nn.Linear(16, 8)
+
+        def forward(self, image):
+            h = self.body(image)
+            return self.boxes(h).reshape(-1, 8, 4), torch.sigmoid(self.scores(h))
+
+    torch.manual_seed(18)
+    _export(Net(), (torch.randn(1, 3, 16, 16),), d / "model.onnx", 13, ["image"],
+            ["boxes", "scores"], {"image": {0: "n"}})  # fmt: skip
+    x = np.random.default_rng(19).standard_normal((100, 3, 16, 16)).astype(np.float32)
+    return {"x_test": x[:60], "x_calib": x[60:]}
+
+
 CORPUS = {  # name -> (builder, source options)
     "mobilenet_v3 opset 11, Constant weights, BN unfolded": (mobilenet_opset11_constants, {}),
     "shufflenet_v2 opset 13, dynamic batch/H/W": (shufflenet_opset13, {}),
@@ -263,4 +286,5 @@ CORPUS = {  # name -> (builder, source options)
     "scikit-learn MLP via skl2onnx": (sklearn_mlp, {"output": "probabilities"}),
     "embedding model, no labels": (embedding_model, {"metric": "fidelity"}),
     "transformer encoder": (transformer_encoder, {}),
+    "detection head, two outputs (boxes chosen)": (detection_head, {"output": "boxes"}),
 }  # fmt: skip
