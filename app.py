@@ -15,6 +15,11 @@ import streamlit as st
 
 from pages._ui import common
 
+if common.locked():  # OPTIM_TOKEN is set and this session has not given it: nothing else shows
+    st.set_page_config(page_title="Model optimizer", page_icon=":material/lock:")
+    st.navigation([st.Page(common.sign_in, title="Sign in")], position="hidden").run()
+    st.stop()
+
 common.restore_state()
 st.set_page_config(
     page_title="Model optimizer",

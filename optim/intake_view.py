@@ -14,11 +14,12 @@ from optim.sources import ModelSource
 
 
 def report_rows(info: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The intake report of an upload (:func:`optim.uploads.info`) as ``{"check", "result"}``
-    rows: files, safety, opset, normalization, the proof, hashes, size, data.
+    """The intake report of an upload (:func:`optim.uploads.info`) as ``{"Check", "Result"}``
+    rows: files, safety, opset, normalization, the proof, size, hashes (16 hex digits; the
+    whole ones are in the upload's ``manifest.json``), data.
 
     Example:
-        >>> [r["check"] for r in report_rows(uploads.info("mine"))][:3]  # doctest: +SKIP
+        >>> [r["Check"] for r in report_rows(uploads.info("mine"))][:3]  # doctest: +SKIP
         ['Files', 'Safety', 'Opset']
     """
     from optim.intake import TOLERANCE
@@ -44,21 +45,20 @@ def report_rows(info: Mapping[str, Any]) -> list[dict[str, str]]:
                           f"(tolerance {TOLERANCE:g}), on the test split"),
         ("Parameters", f"{r['params']:,}"),
         ("FLOPs / example", f"{r['flops'] / 1e6:,.2f} M"),
-        ("sha256 (uploaded)", r["original_sha256"]),
-        ("sha256 (normalized)", r["normalized_sha256"]),
-        ("sha256 (data)", data["sha256"]),
+        ("sha256", f"uploaded {r['original_sha256'][:16]}…, normalized "
+                   f"{r['normalized_sha256'][:16]}…, data {data['sha256'][:16]}…"),
     ]  # fmt: skip
     if s := info.get("data_summary"):
         shape = " × ".join(str(d) for d in s["input_shape"])
         metric = "top-1 accuracy" if s["metric"] == "top1" else "agreement with the baseline"
         rows.append(("Data", f"{s['test']:,} test and {s['calib']:,} calibration examples of "
                              f"{shape}; judged by {metric}"))  # fmt: skip
-    return [{"check": k, "result": v} for k, v in rows]
+    return [{"Check": k, "Result": v} for k, v in rows]
 
 
 def technique_rows(source: ModelSource) -> list[dict[str, Any]]:
-    """Each registered technique with its default config: ``{"technique", "applies",
-    "why not"}`` (:func:`optim.applicable.reason`), known before any run starts."""
+    """Each registered technique with its default config: ``{"Technique", "Applies"`` (``"yes"``
+    or ``"no"``) ``, "Why not"}`` (:func:`optim.applicable.reason`), known before a run starts."""
     import optim.techniques  # noqa: F401 - registers every technique
     from optim import plan as plans
     from optim.applicable import reason
@@ -69,6 +69,6 @@ def technique_rows(source: ModelSource) -> list[dict[str, Any]]:
         why = reason((cfg,), source)
         if why and ": it needs " in why:
             why = "needs " + why.split(": it needs ", 1)[1]
-        rows.append({"technique": f"{plans.label((cfg,))} ({name})", "applies": why is None,
-                     "why not": why or ""})  # fmt: skip
-    return sorted(rows, key=lambda r: (not r["applies"], r["technique"]))
+        rows.append({"Technique": f"{plans.label((cfg,))} ({name})",
+                     "Applies": "no" if why else "yes", "Why not": why or ""})  # fmt: skip
+    return sorted(rows, key=lambda r: (r["Applies"] == "no", r["Technique"]))

@@ -1,11 +1,13 @@
-"""Models: the sample models with their baseline figures, and one model's per-layer profile."""
+"""Models: every model with its baseline figures, bringing your own (an ONNX file and its data,
+through the intake), and one model's per-layer profile."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from optim import charts, ui
+from optim import charts, intake_view, ui, uploads
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
+from optim.intake import max_bytes
 from optim.sources import model_names
 from pages._ui import common, views
 
@@ -15,6 +17,101 @@ st.title("Models")
 st.caption("Baseline figures come from each model's newest run, or from its profile once taken.")
 
 table = st.container()  # filled after the profile below, so it includes it
+
+
+def _remove(name: str) -> None:
+    uploads.remove(name)
+    for key in ("model", "_byo_added"):
+        if st.session_state.get(key) == name:
+            del st.session_state[key]
+
+
+def _add(gen: int) -> None:
+    """Take the uploaded pair through the intake (a callback: it may set the model picker)."""
+    ss = st.session_state
+    onnx_file, data_file = ss[f"byo_onnx_{gen}"], ss[f"byo_data_{gen}"]
+    try:
+        with st.spinner("Checking, normalizing and proving the model…"):
+            added = uploads.add(
+                onnx_file.getvalue(),
+                data_file.getvalue(),
+                data_file.name,
+                ss[f"byo_name_{gen}"] or onnx_file.name.removesuffix(".onnx"),
+                onnx_name=onnx_file.name,
+            )
+    except ValueError as e:
+        ss["_byo_error"] = str(e)
+    else:  # a new generation of widget keys empties the uploaders
+        ss.update(_byo_added=added.name, _byo_gen=gen + 1, model=added.name)
+
+
+st.subheader("Bring your own model")
+st.caption(
+    "An ONNX file and the data that judges it: an .npz (`x_calib`, `x_test`, optional "
+    "`y_test`), a .zip of an image folder (one folder per class), or a .csv / .parquet. Each "
+    "file is checked before it is parsed, normalized, and proven to reproduce your outputs; "
+    "nothing is imported or unpickled. A refused file leaves nothing behind."
+)
+gen = st.session_state.setdefault("_byo_gen", 0)
+onnx_col, data_col = st.columns(2)
+onnx_file = onnx_col.file_uploader(
+    "ONNX model",
+    type=["onnx"],
+    key=f"byo_onnx_{gen}",
+    help=f"One self-contained .onnx file of at most {fmt_bytes(max_bytes())} (OPTIM_MAX_MODEL_MB)",
+)
+data_file = data_col.file_uploader(
+    "Its data",
+    type=[s.lstrip(".") for s in uploads.DATA_SUFFIXES],
+    key=f"byo_data_{gen}",
+    help=f"At most {fmt_bytes(uploads.max_data_bytes())} (OPTIM_MAX_DATA_MB), "
+    f"{fmt_bytes(uploads.max_unzipped_bytes())} once unpacked (OPTIM_MAX_UNZIPPED_MB)",
+)
+name_col, add_col = st.columns([3, 1], vertical_alignment="bottom")
+name_col.text_input("Name", key=f"byo_name_{gen}", placeholder="the ONNX file's name, if empty")
+add_col.button(
+    "Add model",
+    key="byo_add",
+    icon=":material/upload:",
+    disabled=onnx_file is None or data_file is None,
+    on_click=_add,
+    args=(gen,),
+    width="stretch",
+)
+if error := st.session_state.pop("_byo_error", None):
+    st.error(ui.plain(error), icon=":material/block:")  # a file's name is text, not Markdown
+
+if (shown := st.session_state.get("_byo_added")) in uploads.names():
+    with st.container(key="byo_report", border=True):
+        st.success(
+            f"Added **{ui.plain(shown)}**: it is in every model picker now.",
+            icon=":material/check_circle:",
+        )
+        report_col, tech_col = st.columns([1.3, 1])
+        report_col.markdown("**Intake report**")
+        report_col.table(
+            intake_view.report_rows(uploads.info(shown)), border="horizontal", hide_index=True
+        )
+        tech_col.markdown("**Techniques that apply**")
+        tech_col.table(
+            intake_view.technique_rows(uploads.resolve(shown)),
+            border="horizontal",
+            hide_index=True,
+        )
+
+if mine := uploads.names():
+    st.markdown("**Your uploaded models**")
+    for upload in mine:
+        text_col, remove_col = st.columns([5, 1], vertical_alignment="center")
+        text_col.markdown(f"**{ui.plain(upload)}** — {ui.plain(uploads.describe(upload))}")
+        remove_col.button(
+            "Remove",
+            key=f"byo_remove_{upload}",
+            icon=":material/delete:",
+            on_click=_remove,
+            args=(upload,),
+            width="stretch",
+        )
 
 st.subheader("Profile")
 name = common.model_picker()
