@@ -265,16 +265,16 @@ def digits_file(tmp_path_factory):
 
 
 BAD_DATA = {  # what the .npz holds instead of good data -> the rule the one line names
-    "scalar x_test": (dict(x_test=np.float32(1)), "`x_test` in d.npz must be a non-empty batch"),
+    "scalar x_test": (dict(x_test=np.float32(1)), "`x_test` in 'd.npz' must be a non-empty batch"),
     "empty x_test": (dict(x_test=np.zeros((0, 1, 8, 8), np.float32)), "must be a non-empty batch"),
-    "NaN input": (dict(x_test="nan"), "`x_test` in d.npz must be finite, but 1 values are NaN/inf"),
+    "NaN input": (dict(x_test="nan"), "`x_test` in 'd.npz' must be finite, but 1 values are NaN/inf"),
     "complex input": (dict(x_test="complex"), "must hold real numbers, but got dtype complex64"),
-    "2-D y_test": (dict(y_test="2d"), "`y_test` in d.npz must be integer class labels of shape (N,)"),
-    "float labels": (dict(y_test="float"), "must be integer class labels of shape (N,), but got dtype float"),
+    "2-D y_test": (dict(y_test="2d"), "`y_test` in 'd.npz' must be integer class labels (N,)"),
+    "float labels": (dict(y_test="float"), "must be integer class labels (N,), but got dtype float"),
     "labels outside": (dict(y_test="big"), "`y_test` in d.npz must be < 10 (the model's output classes), but got max label 10"),
-    "negative label": (dict(y_test="neg"), "must give one label >= 0 per test example"),
-    "mis-shaped x_calib": (dict(x_calib=np.zeros((4, 1, 4, 4), np.float32)), "`x_calib.shape[1:] == x_test.shape[1:]`"),
-    "all-NaN x_calib": (dict(x_calib="nan-all"), "`x_calib` in d.npz must be finite"),
+    "negative label": (dict(y_test="neg"), "`y_test >= 0` must hold"),
+    "mis-shaped x_calib": (dict(x_calib=np.zeros((4, 1, 4, 4), np.float32)), "`x_calib.shape[1:]` must equal x_test's"),
+    "all-NaN x_calib": (dict(x_calib="nan-all"), "`x_calib` in 'd.npz' must be finite"),
 }  # fmt: skip
 
 

@@ -56,7 +56,7 @@ def test_npz_is_never_unpickled(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     np.savez(tmp_path / "d.npz", x_test=np.array([{"a": 1}], dtype=object), x_calib=np.zeros(2))
     (tmp_path / "m.onnx").write_bytes(b"x")
-    with pytest.raises(ValueError, match="is not a readable .npz file"):
+    with pytest.raises(ValueError, match="is not a readable .npy .object arrays"):
         onnx_source(tmp_path / "m.onnx", tmp_path / "d.npz")
 
 

@@ -155,7 +155,7 @@ def hostile(tmp: Path) -> dict[str, Hostile]:
             (("OPTIM_MAX_DATA_MB", "0.1"),),
         ),  # fmt: skip
         "npz with a pickled object array": Hostile(
-            "m.onnx", good, "pickled.npz", pickled, "is not a readable .npz file"
+            "m.onnx", good, "pickled.npz", pickled, "is not a readable .npy \\(object arrays"
         ),
         "npz bomb": Hostile(
             "m.onnx",
