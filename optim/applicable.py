@@ -29,6 +29,11 @@ NEEDS: dict[str, tuple[Callable[[ModelSource, onnx.ModelProto | None], bool], st
         lambda s, g: g is None or bool(weight_initializers(g)),
         "Conv/Gemm/MatMul weight initializers (the graph has none)",
     ),
+    "toplevel": (
+        lambda s, g: g is None or bool(weight_initializers(g, subgraphs=False)),
+        "Conv/Gemm/MatMul weights outside If/Loop branches (ONNX Runtime's quantizer does not "
+        "reach into subgraphs)",
+    ),
     "linear": (
         lambda s, g: g is None or _linear(g),
         "MatMul/Gemm layers with constant weights (the graph has none)",

@@ -91,15 +91,17 @@ class Graph:
         return replace(self, model=model, encodings={**self.encodings, **encodings}, **labels)
 
 
-def weight_initializers(model: onnx.ModelProto) -> dict[str, int]:
-    """Float weights of Conv/Gemm/MatMul layers -> their output-channel axis.
+def weight_initializers(model: onnx.ModelProto, subgraphs: bool = True) -> dict[str, int]:
+    """Float weights of Conv/Gemm/MatMul layers -> their output-channel axis (also of layers
+    inside If/Loop branches unless ``subgraphs`` is False).
 
     Conv weights are (C_out, C_in/g, kH, kW): axis 0. Gemm's B is (N, K) with transB=1 (what
     torch exports), else (K, N). A MatMul's constant right operand is (K, N): axis -1.
     """
     inits = {t.name: t for t in model.graph.initializer}
     out: dict[str, int] = {}
-    for node in model.graph.node:
+    nodes = _all_nodes(model.graph) if subgraphs else model.graph.node
+    for node in nodes:  # layers inside If/Loop branches read the outer graph's weights
         if node.op_type == "Conv" and node.input[1] in inits:
             out[node.input[1]] = 0
         elif node.op_type == "Gemm" and node.input[1] in inits:
@@ -112,6 +114,15 @@ def weight_initializers(model: onnx.ModelProto) -> dict[str, int]:
         for k, v in out.items()
         if inits[k].data_type == onnx.TensorProto.FLOAT and len(inits[k].dims) >= 2
     }
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and of its subgraphs (If branches, Loop bodies), depth first."""
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            for sub in [a.g] if a.HasField("g") else list(a.graphs):
+                yield from _all_nodes(sub)
 
 
 def weights_or_refuse(model: onnx.ModelProto, what: str) -> dict[str, int]:
@@ -250,8 +261,49 @@ def to_onnx(graph: Graph) -> tuple[onnx.ModelProto, Stored]:
     out.graph.sparse_initializer.extend(sparse)
     graph_nodes = list(out.graph.node)
     del out.graph.node[:]
-    out.graph.node.extend(nodes + graph_nodes)  # their inputs are initializers: order holds
+    out.graph.node.extend(toposorted(nodes + graph_nodes))
     return out, stored_of(out, levels)
+
+
+def toposorted(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """``nodes`` in an order the ONNX checker accepts: each after the producers of its inputs,
+    including the outer values its If/Loop branches read (ONNX Runtime's quantizer writes
+    graphs with such a branch before its producer). Stable: a sorted graph keeps its order."""
+    import heapq
+
+    made = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    deps = [
+        {made[x] for x in _reads(n) if x in made and made[x] != i} for i, n in enumerate(nodes)
+    ]
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    left = [len(d) for d in deps]
+    ready = [i for i, k in enumerate(left) if k == 0]  # a heap: the lowest index first
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            left[u] -= 1
+            if left[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) < len(nodes):  # a cycle: leave the rest as it was (the checker will say so)
+        seen = set(order)
+        order += [i for i in range(len(nodes)) if i not in seen]
+    return [nodes[i] for i in order]
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Values ``node`` reads: its inputs and what its subgraphs read from outside them."""
+    names = {x for x in node.input if x}
+    for a in node.attribute:
+        for sub in [a.g] if a.HasField("g") else list(a.graphs):
+            inner = {t.name for t in sub.initializer} | {i.name for i in sub.input}
+            inner |= {o for n in sub.node for o in n.output}
+            names |= {x for n in sub.node for x in _reads(n) if x not in inner}
+    return names
 
 
 def write_atomic(path: str | Path, data: bytes) -> int:

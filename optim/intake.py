@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from optim.measure import Inputs, count, feed, take
+from optim.measure import Fixed, Inputs, batch_of, count, feed, take
 
 TOLERANCE = 1e-4  # max |normalized - original| / max(1, max |original|) on the test split
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis) and QDQ need ai.onnx >= 13
@@ -210,8 +210,10 @@ def _run(model_or_path, x: Inputs) -> list[np.ndarray]:
             "array per input (x_test.<input>, x_calib.<input>)"
         )
     try:
+        step = batch_of(x, 64)
         outs = [
-            sess.run(None, feed(sess, take(x, slice(i, i + 64)))) for i in range(0, count(x), 64)
+            sess.run(None, feed(sess, take(x, slice(i, i + step))))
+            for i in range(0, count(x), step)
         ]
     except Exception as e:  # noqa: BLE001 - a data/model mismatch is one user error
         reason = " ".join(str(e).split())[:160]
@@ -297,7 +299,7 @@ def _bind_shapes(model: onnx.ModelProto, x: Inputs) -> onnx.ModelProto:
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
     arrays = x if isinstance(x, Mapping) else {graph_inputs[0].name: x}
     for inp in graph_inputs:
-        if inp.name not in arrays:
+        if inp.name not in arrays or isinstance(arrays[inp.name], Fixed):
             continue
         dims = inp.type.tensor_type.shape.dim
         for d, n in zip(list(dims)[1:], arrays[inp.name].shape[1:], strict=False):

@@ -65,21 +65,42 @@ def session(model: bytes | str | Path, threads: int = 1) -> ort.InferenceSession
 Inputs = np.ndarray | Mapping[str, np.ndarray]  # one array, or one per named graph input
 
 
+class Fixed(np.ndarray):
+    """An input fed as it is to every call, never split into batches: a stateful model's
+    initial state (e.g. Silero VAD's (2, 1, 128) ``state``) or a scalar setting (its ``sr``).
+    Inputs with a fixed one run one example per call."""
+
+
+def fixed(a: np.ndarray) -> Fixed:
+    """``a`` marked as a :class:`Fixed` input."""
+    return np.asarray(a).view(Fixed)
+
+
 def feed(sess: ort.InferenceSession, x: Inputs) -> dict[str, np.ndarray]:
     """The session's input feed for ``x``: one array goes to the first input, a mapping by name."""
     if isinstance(x, Mapping):
-        return dict(x)
+        return {k: np.asarray(v) for k, v in x.items()}
     return {sess.get_inputs()[0].name: x}
 
 
 def take(x: Inputs, rows: slice) -> Inputs:
-    """Rows ``rows`` of every input array."""
-    return {k: v[rows] for k, v in x.items()} if isinstance(x, Mapping) else x[rows]
+    """Rows ``rows`` of every input array (a :class:`Fixed` input whole)."""
+    if isinstance(x, Mapping):
+        return {k: v if isinstance(v, Fixed) else v[rows] for k, v in x.items()}
+    return x[rows]
 
 
 def count(x: Inputs) -> int:
     """Examples in ``x`` (the batch axis)."""
-    return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
+    if isinstance(x, Mapping):
+        return len(next(v for v in x.values() if not isinstance(v, Fixed)))
+    return len(x)
+
+
+def batch_of(x: Inputs, batch: int) -> int:
+    """``batch``, or 1 when a :class:`Fixed` input (a state with its own batch axis) is fed."""
+    fixed_ = isinstance(x, Mapping) and any(isinstance(v, Fixed) for v in x.values())
+    return 1 if fixed_ else batch
 
 
 def predict(
@@ -91,6 +112,7 @@ def predict(
     want = [output or names[0]]
     if want[0] not in names:
         raise ValueError(f"output {want[0]!r} must be one of the model's outputs {names}")
+    batch = batch_of(x, batch)
     outs = [
         sess.run(want, feed(sess, take(x, slice(i, i + batch))))[0]
         for i in range(0, count(x), batch)

@@ -6,7 +6,9 @@ Three metrics, named on every row (:data:`METRICS`):
 - ``top1``: the share of test examples whose top class is the label (a labeled classifier);
 - ``agreement``: the share whose top class is the baseline's (a classifier without labels);
 - ``fidelity``: the mean cosine similarity of each example's output to the baseline's (outputs
-  that are not class scores: embeddings, regression, detection heads).
+  that are not class scores: embeddings, detection heads); for one value per example
+  (regression, a probability such as Silero VAD's), where a cosine says only the sign,
+  ``1 - |error| / the range of the baseline's outputs``.
 
 Every row also carries ``agreement``, ``top5`` (where there are more than 5 classes), ``cosine``
 and ``rel_l2`` (the relative L2 error of all outputs against the baseline's).
@@ -21,7 +23,8 @@ from optim.measure import accuracy_ci, class_accuracy, paired
 METRICS = {
     "top1": "top-1 accuracy",
     "agreement": "top-1 agreement with the baseline",
-    "fidelity": "cosine similarity to the baseline's outputs",
+    "fidelity": "similarity to the baseline's outputs (cosine; 1 - |error| / range for one "
+    "value per example)",
 }
 ROUNDING = 1e-6  # cosine differences below this are float rounding, not a change
 
@@ -53,6 +56,21 @@ def cosine(outputs: np.ndarray, base: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.where((na == 0) & (nb == 0), 1.0, dot / (na * nb))
     return np.clip(np.nan_to_num(cos, nan=0.0), -1.0, 1.0)
+
+
+def similarity(outputs: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per example, the fidelity metric's score: :func:`cosine` for vector outputs, else
+    ``1 - |outputs - base| / (max(base) - min(base))`` clipped to [0, 1].
+
+    Example:
+        >>> similarity(np.array([0.5, 0.9]), np.array([0.5, 0.7])).tolist()
+        [1.0, 0.0]
+    """
+    if outputs.size > len(outputs):
+        return cosine(outputs, base)
+    a, b = outputs.astype(np.float64).ravel(), base.astype(np.float64).ravel()
+    spread = float(np.ptp(b)) or float(np.max(np.abs(b))) or 1.0
+    return np.clip(1 - np.abs(a - b) / spread, 0.0, 1.0)
 
 
 def rel_l2(outputs: np.ndarray, base: np.ndarray) -> float:
@@ -108,7 +126,9 @@ def score(
     out = {
         "metric": metric, "n_test": len(outputs),
         "agreement": float(np.mean(pred == base_pred)),
-        "cosine": float(np.mean(cosine(outputs, base))) if comparable else None,
+        "cosine": float(np.mean(cosine(outputs, base)))
+        if comparable and outputs.size > len(outputs)
+        else None,
         "rel_l2": rel_l2(outputs, base) if comparable else None,
     }  # fmt: skip
     if metric == "fidelity":
@@ -136,11 +156,11 @@ def score(
 
 
 def _fidelity(outputs: np.ndarray, base: np.ndarray, is_base: bool, seed: int) -> dict:
-    """Mean cosine with its bootstrap interval; the paired difference to the baseline (whose
-    cosine with itself is 1 on every example) with its interval and a Wilcoxon signed-rank test."""
+    """Mean :func:`similarity` with its bootstrap interval; the paired difference to the
+    baseline (whose similarity with itself is 1 on every example) with its interval and a Wilcoxon signed-rank test."""
     from scipy.stats import wilcoxon
 
-    cos = cosine(outputs, base)
+    cos = similarity(outputs, base)
     acc, lo, hi = accuracy_ci(cos, seed=seed)
     diff = np.where(np.abs(cos - 1) < ROUNDING, 0.0, cos - 1)
     idx = np.random.default_rng(seed).integers(0, diff.size, size=(2000, diff.size))

@@ -30,8 +30,10 @@ class Split:
     y: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.x, Mapping) and len({len(v) for v in self.x.values()}) != 1:
-            sizes = {k: len(v) for k, v in self.x.items()}
+        batched = {k: v for k, v in self.x.items() if not _is_fixed(v)} if isinstance(
+            self.x, Mapping) else {}  # fmt: skip
+        if isinstance(self.x, Mapping) and len({len(v) for v in batched.values()}) != 1:
+            sizes = {k: len(v) for k, v in batched.items()}
             raise ValueError(f"every input must have the same number of examples, but got {sizes}")
         if self.y is not None and len(self.y) != len(self):
             raise ValueError(
@@ -39,7 +41,14 @@ class Split:
             )
 
     def __len__(self) -> int:
-        return len(next(iter(self.x.values()))) if isinstance(self.x, Mapping) else len(self.x)
+        if isinstance(self.x, Mapping):
+            return len(next(v for v in self.x.values() if not _is_fixed(v)))
+        return len(self.x)
+
+
+def _is_fixed(a) -> bool:
+    """A :class:`optim.measure.Fixed` input (fed whole to every call), without importing ORT."""
+    return type(a).__name__ == "Fixed"
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,9 @@ class ModelSource:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example, without the batch axis (of the first input, if several)."""
         x = self.splits["test"].x
-        return tuple(next(iter(x.values())).shape[1:] if isinstance(x, Mapping) else x.shape[1:])
+        if isinstance(x, Mapping):
+            return tuple(next(v for v in x.values() if not _is_fixed(v)).shape[1:])
+        return tuple(x.shape[1:])
 
     @property
     def inputs(self) -> dict[str, tuple[int, ...]] | None:
@@ -95,7 +106,9 @@ class ModelSource:
     def example(self) -> np.ndarray | dict[str, np.ndarray]:
         """One test example with a batch axis of 1: (1, *input_shape), per input if several."""
         x = self.splits["test"].x
-        return {k: v[:1] for k, v in x.items()} if isinstance(x, Mapping) else x[:1]
+        if isinstance(x, Mapping):
+            return {k: v if _is_fixed(v) else v[:1] for k, v in x.items()}
+        return x[:1]
 
 
 def sample_names() -> list[str]:
@@ -166,7 +179,7 @@ def onnx_source(
     for s in ("calib", "test", "train"):
         if s != "train" or any(k.split(".")[0] == "x_train" for k in arrays):
             x = _inputs(arrays, s, types, data_path.name)
-            n = len(next(iter(x.values())) if isinstance(x, dict) else x)
+            n = len(Split(x))
             splits[s] = Split(x, _labels(arrays, s, n, data_path.name))
     check_arrays(splits, data_path.name)
     normalized, report = intake(onnx_path, splits["test"].x)  # the baseline, proven equal
@@ -221,16 +234,23 @@ def _input_types(model) -> dict[str, type]:
 
 
 def _inputs(arrays: dict, split: str, types: dict[str, type], where: str):
-    """Split ``split``'s inputs: ``x_<split>`` for one input, ``x_<split>.<name>`` per input."""
-    key, named = f"x_{split}", {k.split(".", 1)[1]: v for k, v in arrays.items()
-                                if k.startswith(f"x_{split}.")}  # fmt: skip
-    if len(types) > 1 or named:
-        if sorted(named) != sorted(types):
+    """Split ``split``'s inputs: ``x_<split>`` for one input, ``x_<split>.<name>`` per input,
+    plus the inputs fed whole to every call, ``x_fixed.<name>`` (a state, a sample rate)."""
+    from optim.measure import fixed
+
+    key = f"x_{split}"
+    named = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{key}.")}
+    fixed_ = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("x_fixed.")}
+    if len(types) > 1 or named or fixed_:
+        if sorted({*named, *fixed_}) != sorted(types) or set(named) & set(fixed_):
             raise ValueError(
-                f"{where} must hold one array per graph input, "
-                f"{sorted(f'{key}.{n}' for n in types)}, but has {sorted(arrays)}"
+                f"{where} must hold one array per graph input {sorted(types)}, as "
+                f"`{key}.<input>` or `x_fixed.<input>`, but has {sorted(arrays)}"
             )
-        return {n: _cast(named[n], types[n], f"{key}.{n}", where) for n in types}
+        out = {n: _cast(named[n], types[n], f"{key}.{n}", where) for n in named}
+        return out | {
+            n: fixed(np.asarray(a).astype(types[n], copy=False)) for n, a in fixed_.items()
+        }
     if key not in arrays:
         raise ValueError(f"{where} must hold array {key!r}, but has {sorted(arrays)}")
     return _cast(arrays[key], next(iter(types.values()), np.float32), key, where)
@@ -272,6 +292,8 @@ def check_arrays(splits: dict[str, Split] | dict[str, np.ndarray], where: str) -
     for s, split in splits.items():
         arrays = split.x if isinstance(split.x, Mapping) else {"": split.x}
         for name, a in arrays.items():
+            if _is_fixed(a):
+                continue
             key = f"x_{s}" + (f".{name}" if name else "")
             if a.dtype.kind not in "iufb":
                 raise ValueError(

@@ -3,7 +3,8 @@ with the data it is judged on: torchvision architectures exported at opset 11 an
 constant folding, weights as Constant nodes, unfolded BatchNorm, a weight shared by two nodes,
 external data files, dynamic batch and spatial dims, two inputs, int64 token ids, a
 scikit-learn model (label + probabilities outputs), an embedding model without labels, a
-transformer encoder and a detection-style head with two outputs."""
+transformer encoder, a detection-style head with two outputs, and a real trained model from
+outside: Silero VAD from the wheel of the `silero-vad` package (a test dependency)."""
 
 from __future__ import annotations
 
@@ -276,6 +277,41 @@ def detection_head(d: Path) -> dict:
     return {"x_test": x[:60], "x_calib": x[60:]}
 
 
+def _speech_like(n: int, rng) -> np.ndarray:
+    """(n, 512) chunks at 16 kHz: voiced ones (a harmonic series on a 100-300 Hz pitch, formant-
+    like weights, a syllable envelope) alternating with noise of varying level."""
+    t = np.arange(512) / 16000
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            f0 = rng.uniform(100, 300)
+            sig = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 20))
+            sig = 0.3 * sig * np.hanning(512) + rng.normal(0, 0.01, 512)
+        else:
+            sig = rng.normal(0, rng.uniform(0.001, 0.1), 512)
+        out.append(sig.astype(np.float32))
+    return np.stack(out)
+
+
+def silero(variant: str):
+    """Silero VAD as its wheel ships it (a real trained model from outside; stateful: a
+    (2, 1, 128) `state` and an int64 scalar `sr` fed whole to every call as `x_fixed.*`),
+    judged by fidelity to its fp32 speech probabilities on synthesized speech-like chunks."""
+
+    def build(d: Path) -> dict:
+        import shutil
+
+        import silero_vad
+
+        shutil.copy(Path(silero_vad.__file__).parent / "data" / variant, d / "model.onnx")
+        x = _speech_like(120, np.random.default_rng(20))
+        return {"x_test.input": x[:80], "x_calib.input": x[80:],
+                "x_fixed.state": np.zeros((2, 1, 128), np.float32),
+                "x_fixed.sr": np.array(16000, np.int64)}  # fmt: skip
+
+    return build
+
+
 CORPUS = {  # name -> (builder, source options)
     "mobilenet_v3 opset 11, Constant weights, BN unfolded": (mobilenet_opset11_constants, {}),
     "shufflenet_v2 opset 13, dynamic batch/H/W": (shufflenet_opset13, {}),
@@ -287,4 +323,6 @@ CORPUS = {  # name -> (builder, source options)
     "embedding model, no labels": (embedding_model, {"metric": "fidelity"}),
     "transformer encoder": (transformer_encoder, {}),
     "detection head, two outputs (boxes chosen)": (detection_head, {"output": "boxes"}),
+    "Silero VAD (wheel), opset 18, stateful": (silero("silero_vad_op18_ifless.onnx"), {}),
+    "Silero VAD (wheel), opset 15, If nodes": (silero("silero_vad_16k_op15.onnx"), {}),
 }  # fmt: skip

@@ -67,7 +67,7 @@ def test_missing_arrays_are_named(tmp_path):
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in ("x", "y")]
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", io[:1], io[1:])
     save(helper.make_model(graph), str(tmp_path / "m.onnx"))
-    with pytest.raises(ValueError, match="must hold array 'x_calib'"):
+    with pytest.raises(ValueError, match="must hold `x_calib`"):
         onnx_source(tmp_path / "m.onnx", tmp_path / "d.npz")
 
 

@@ -110,6 +110,28 @@ def digits() -> tuple[bytes, bytes]:
     return export_onnx(src.build(), src.example).SerializeToString(), buf.getvalue()
 
 
+@pytest.fixture(scope="module")
+def digits_zip() -> bytes:
+    """The digits of the test split as an image folder: one subfolder per class of 8x8
+    grayscale PNGs, with its preprocessing declared in ``preprocess.json``."""
+    import json
+    import zipfile
+
+    from PIL import Image
+
+    from optim.sources import sample_source
+
+    test = sample_source("digits_cnn").splits["test"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("preprocess.json", json.dumps({"channels": "L"}))
+        for i, (x, y) in enumerate(zip(test.x, test.y, strict=True)):
+            png = io.BytesIO()
+            Image.fromarray(np.round(x[0] * 255).astype(np.uint8), "L").save(png, "PNG")
+            z.writestr(f"{y}/{i:04d}.png", png.getvalue())
+    return buf.getvalue()
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -159,7 +181,7 @@ def left_behind(home: Path) -> list[str]:
 # ------------------------------------------------------------------ the journey
 
 
-def test_upload_sweep_and_see_the_frontier(server, browser, digits):
+def test_upload_sweep_and_see_the_frontier(server, browser, digits, digits_zip):
     base, home, store = server
     page = browser.new_context(viewport=VIEWPORT).new_page()
     page.goto(base)
@@ -167,13 +189,13 @@ def test_upload_sweep_and_see_the_frontier(server, browser, digits):
     open_page(page, "Models")
     healthy(page, "01-models-empty")
 
-    upload(page, "digits.onnx", digits[0], "digits.npz", digits[1], "my_digits")
+    upload(page, "digits.onnx", digits[0], "digits.zip", digits_zip, "my_digits")
     report = page.locator(".st-key-byo_report")
     report.wait_for()
     text = report.inner_text()
     assert "Added my_digits" in text, text
     assert "Outputs match" in text and "max |diff| 0, relative 0 (tolerance 0.0001)" in text
-    assert "58,314" in text and "20 (kept)" in text and "360 test and 200 calibration" in text
+    assert "58,314" in text and "20 (kept)" in text and "216 test and 144 calibration" in text
     assert re.search(r"int4 w/channel \(Quantize\)\s+yes", text), text
     assert re.search(r"needs a torch model \(it is an ONNX file\)", text), text
     assert "my_digits — uploaded digits.onnx" in page.locator(".st-key-model input").input_value()

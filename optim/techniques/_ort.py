@@ -45,11 +45,14 @@ class ArrayReader(CalibrationDataReader):
     def __init__(self, input_name: str, x: np.ndarray | Mapping[str, np.ndarray], batch: int = 50):
         # equal batches: ORT's histogram calibrators stack per-batch outputs and fail on a
         # shorter last batch, so use the largest divisor of len(x) up to ``batch``
+        from optim.measure import batch_of, count, take
+
         arrays = dict(x) if isinstance(x, Mapping) else {input_name: x}
-        n = len(next(iter(arrays.values())))
+        n, batch = count(arrays), batch_of(arrays, batch)
         batch = max(d for d in range(1, min(batch, n) + 1) if n % d == 0)
         self.batches = [
-            {k: v[i : i + batch] for k, v in arrays.items()} for i in range(0, n, batch)
+            {k: np.asarray(v) for k, v in take(arrays, slice(i, i + batch)).items()}
+            for i in range(0, n, batch)
         ]
         self.i = 0
 

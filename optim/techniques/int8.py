@@ -82,7 +82,7 @@ def settings(cfg: Int8, cpu: dict) -> dict:
     }
 
 
-@technique(Int8, stage="graph", family="int8", final=True)
+@technique(Int8, stage="graph", family="int8", final=True, needs=("weights", "toplevel"))
 def int8(graph: Graph, cfg: Int8, ctx: Context) -> Graph:
     opts = settings(cfg, ctx.cpu)
     reader = ArrayReader(input_name(graph.model), ctx.source.splits["calib"].x)
@@ -104,6 +104,8 @@ def int8(graph: Graph, cfg: Int8, ctx: Context) -> Graph:
         )
 
     model = through_files(graph.model, run)
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        raise ValueError(f"{cfg.label} quantized no layer of the graph: it would change nothing")
     a = "u8" if opts["activation_type"] == QuantType.QUInt8 else "s8"
     rr = ", reduce_range" if opts["reduce_range"] else ""
     precision = f"int8 QDQ {a}s8 per-{cfg.granularity}{rr}"
