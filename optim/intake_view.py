@@ -12,11 +12,17 @@ from typing import Any
 from optim.frontier import fmt_bytes
 from optim.sources import ModelSource
 
+METRIC_NAMES = {  # optim.metrics, as a sentence says it
+    "top1": "top-1 accuracy",
+    "agreement": "agreement with the baseline",
+    "fidelity": "fidelity (cosine similarity to the baseline's outputs)",
+}
+
 
 def report_rows(info: Mapping[str, Any]) -> list[dict[str, str]]:
     """The intake report of an upload (:func:`optim.uploads.info`) as ``{"Check", "Result"}``
     rows: files, safety, opset, normalization, the proof, size, hashes (16 hex digits; the
-    whole ones are in the upload's ``manifest.json``), data.
+    whole ones are in the upload's ``manifest.json``), the prediction output, data and metric.
 
     Example:
         >>> [r["Check"] for r in report_rows(uploads.info("mine"))][:3]  # doctest: +SKIP
@@ -48,11 +54,13 @@ def report_rows(info: Mapping[str, Any]) -> list[dict[str, str]]:
         ("sha256", f"uploaded {r['original_sha256'][:16]}…, normalized "
                    f"{r['normalized_sha256'][:16]}…, data {data['sha256'][:16]}…"),
     ]  # fmt: skip
+    output = info.get("output")
+    rows.append(("Prediction", f"output {output!r}, as asked" if output else "the first output"))
     if s := info.get("data_summary"):
         shape = " × ".join(str(d) for d in s["input_shape"])
-        metric = "top-1 accuracy" if s["metric"] == "top1" else "agreement with the baseline"
+        asked = " (as asked)" if info.get("metric") else ""
         rows.append(("Data", f"{s['test']:,} test and {s['calib']:,} calibration examples of "
-                             f"{shape}; judged by {metric}"))  # fmt: skip
+                             f"{shape}; judged by {METRIC_NAMES[s['metric']]}{asked}"))  # fmt: skip
     return [{"Check": k, "Result": v} for k, v in rows]
 
 

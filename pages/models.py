@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from optim import charts, intake_view, ui, uploads
+from optim import archive, charts, intake_view, ui, uploads
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.intake import max_bytes
 from optim.sources import model_names
@@ -38,6 +38,8 @@ def _add(gen: int) -> None:
                 data_file.name,
                 ss[f"byo_name_{gen}"] or onnx_file.name.removesuffix(".onnx"),
                 onnx_name=onnx_file.name,
+                output=ss[f"byo_output_{gen}"],
+                metric=ss[f"byo_metric_{gen}"],
             )
     except ValueError as e:
         ss["_byo_error"] = str(e)
@@ -64,11 +66,33 @@ data_file = data_col.file_uploader(
     "Its data",
     type=[s.lstrip(".") for s in uploads.DATA_SUFFIXES],
     key=f"byo_data_{gen}",
-    help=f"At most {fmt_bytes(uploads.max_data_bytes())} (OPTIM_MAX_DATA_MB), "
-    f"{fmt_bytes(uploads.max_unzipped_bytes())} once unpacked (OPTIM_MAX_UNZIPPED_MB)",
+    help=f"At most {fmt_bytes(archive.limit('OPTIM_MAX_DATA_MB'))} (OPTIM_MAX_DATA_MB), "
+    f"{fmt_bytes(archive.limit('OPTIM_MAX_UNZIPPED_MB'))} once unpacked (OPTIM_MAX_UNZIPPED_MB)",
 )
-name_col, add_col = st.columns([3, 1], vertical_alignment="bottom")
+JUDGED_BY = {
+    None: "auto",
+    "top1": "top-1 accuracy (needs labels)",
+    "agreement": "agreement with the baseline",
+    "fidelity": "fidelity: cosine similarity to the baseline's outputs, for embeddings, "
+    "regression, detection heads",
+}
+name_col, output_col, metric_col, add_col = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
 name_col.text_input("Name", key=f"byo_name_{gen}", placeholder="the ONNX file's name, if empty")
+output_col.text_input(
+    "Prediction output",
+    key=f"byo_output_{gen}",
+    placeholder="the first output, if empty",
+    help="The graph output that is the model's prediction, e.g. `probabilities` for a "
+    "scikit-learn model (its first output is the label)",
+)
+metric_col.selectbox(
+    "Judged by",
+    list(JUDGED_BY),
+    format_func=JUDGED_BY.get,
+    key=f"byo_metric_{gen}",
+    help="auto: top-1 accuracy when the data has labels, else agreement with the baseline for "
+    "class scores (N, classes), else fidelity",
+)
 add_col.button(
     "Add model",
     key="byo_add",

@@ -157,13 +157,21 @@ def hostile(tmp: Path) -> dict[str, Hostile]:
         "npz with a pickled object array": Hostile(
             "m.onnx", good, "pickled.npz", pickled, "is not a readable .npy \\(object arrays"
         ),
-        "npz bomb": Hostile(
+        "npz bomb": Hostile(  # ~1000:1, refused from the central directory
             "m.onnx",
             good,
             "bomb.npz",
             buf.getvalue(),
-            "unpacks to 32,000,\\d+ bytes",
-            (("OPTIM_MAX_UNZIPPED_MB", "8"),),
+            "member 'x_test.npy' of 'bomb.npz' must compress at most 200:1",
+        ),  # fmt: skip
+        "npz past the unpacked limit": Hostile(  # stored, not compressed: 2 MB declared
+            "m.onnx",
+            good,
+            "big.npz",
+            _npz(x_test=zeros[:250_000].reshape(-1, 4), x_calib=zeros[:250_000].reshape(-1, 4)),
+            "`uncompressed size <= 1,000,000 bytes` must hold for 'big.npz', but its members "
+            "declare 2,000,\\d+",
+            (("OPTIM_MAX_UNZIPPED_MB", "1"),),
         ),  # fmt: skip
         "zip-slip zip": Hostile(
             "m.onnx",
@@ -305,6 +313,72 @@ def test_a_data_file_of_another_kind_is_refused(home, digits):
     assert left_behind(home) == []
 
 
+# ------------------------------------------------------------------ output and metric
+
+
+def two_outputs() -> tuple[bytes, bytes]:
+    """A model with two outputs, class ``scores`` (N, 3) and an ``embedding`` (N, 8) of x (N, 4),
+    and labeled data for it."""
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+              for n, s in (("w1", (4, 3)), ("w2", (4, 8))))  # fmt: skip
+    onnx_bytes = _model(
+        [helper.make_node("MatMul", ["x", "w1"], ["scores"]),
+         helper.make_node("MatMul", ["x", "w2"], ["embedding"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 8])],
+        [w1, w2],
+    )  # fmt: skip
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    return onnx_bytes, _npz(x_test=x[:20], y_test=np.arange(20) % 3, x_calib=x[20:])
+
+
+def test_the_prediction_output_and_metric_are_kept_and_resolved(home):
+    onnx_bytes, data = two_outputs()
+    src = uploads.add(onnx_bytes, data, "d.npz", "emb", output="embedding", metric="fidelity")
+    assert (src.output, src.metric) == ("embedding", "fidelity")
+    folder = home / "uploads" / hashlib.sha256(onnx_bytes).hexdigest()
+    rec = json.loads((folder / "manifest.json").read_text())["names"]["emb"]
+    assert (rec["output"], rec["metric"], rec["data_summary"]["metric"]) == (
+        "embedding", "fidelity", "fidelity")  # fmt: skip
+    uploads._load.cache_clear()  # from the manifest, as a fresh process would
+    again = uploads.resolve("emb")
+    assert (again.output, again.metric) == ("embedding", "fidelity")
+    rows = {r["Check"]: r["Result"] for r in intake_view.report_rows(uploads.info("emb"))}
+    assert rows["Prediction"] == "output 'embedding', as asked"
+    assert rows["Data"] == (
+        "20 test and 10 calibration examples of 4; judged by fidelity (cosine similarity to "
+        "the baseline's outputs) (as asked)"
+    )
+    # the same bytes under a second name with the defaults: the first output, top-1 accuracy
+    plain = uploads.add(onnx_bytes, data, "d.npz", "plain")
+    assert (plain.output, plain.metric) == (None, "top1")
+    rows = {r["Check"]: r["Result"] for r in intake_view.report_rows(uploads.info("plain"))}
+    assert rows["Prediction"] == "the first output" and rows["Data"].endswith("top-1 accuracy")
+    assert uploads.resolve("emb").output == "embedding" and len(list(folder.glob("data-*"))) == 1
+    with pytest.raises(ValueError, match="model name 'emb' is already taken"):
+        uploads.add(onnx_bytes, data, "d.npz", "emb", output="scores")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"output": "probabilities"}, r"^output 'probabilities' must be one of the model's "
+                                      r"outputs \['scores', 'embedding'\]$"),
+        ({"metric": "accuracy"}, r"`metric` must be one of \('top1', 'agreement', 'fidelity'\)"),
+    ],
+)  # fmt: skip
+def test_a_wrong_output_or_metric_is_refused_in_one_line(options, match, home):
+    onnx_bytes, data = two_outputs()
+    uploads.add(onnx_bytes, data, "d.npz", "kept")  # the same bytes passed before
+    before = left_behind(home)
+    with pytest.raises(ValueError, match=match) as err:
+        uploads.add(onnx_bytes, data, "d.npz", "other", **options)
+    assert "\n" not in str(err.value) and uploads.names() == ["kept"]
+    assert left_behind(home) == before
+
+
 # ------------------------------------------------------------------ the Models page
 
 
@@ -317,10 +391,16 @@ def models_page() -> AppTest:
     return at
 
 
-def _upload(at: AppTest, onnx_file: tuple, data_file: tuple, name: str = "") -> AppTest:
+def _upload(
+    at: AppTest, onnx_file: tuple, data_file: tuple, name: str = "", output: str = "",
+    metric: str | None = None,
+) -> AppTest:  # fmt: skip
+    gen = at.session_state["_byo_gen"]
     at.file_uploader[0].set_value(onnx_file)
     at.file_uploader[1].set_value(data_file)
-    at.text_input[0].set_value(name)
+    at.text_input(key=f"byo_name_{gen}").set_value(name)
+    at.text_input(key=f"byo_output_{gen}").set_value(output)
+    at.selectbox(key=f"byo_metric_{gen}").set_value(metric)
     at.run()
     at.button(key="byo_add").click().run()
     assert not at.exception, at.exception
@@ -347,6 +427,33 @@ def test_the_models_page_adds_reports_lists_and_removes_an_upload(home, digits):
     assert not at.exception and uploads.names() == [] and not at.success
     assert "digits — " not in "\n".join(at.selectbox(key="model").options)
     assert left_behind(home) == ["index.json"]
+
+
+def test_the_models_page_passes_the_prediction_output_and_metric(home):
+    onnx_bytes, data = two_outputs()
+    at = models_page()
+    assert at.selectbox(key="byo_metric_0").options == [
+        "auto", "top-1 accuracy (needs labels)", "agreement with the baseline",
+        "fidelity: cosine similarity to the baseline's outputs, for embeddings, regression, "
+        "detection heads"]  # fmt: skip
+    assert "probabilities" in at.text_input(key="byo_output_0").help
+    octet = "application/octet-stream"
+    at = _upload(at, ("two.onnx", b"\x08\x07not protobuf", octet), ("d.npz", data, octet))
+    at = _upload(at, ("two.onnx", onnx_bytes, octet), ("d.npz", data, octet), name="two",
+                 output="nope", metric="fidelity")  # fmt: skip
+    assert [e.value for e in at.error] == [
+        "output 'nope' must be one of the model's outputs \\['scores', 'embedding'\\]"
+    ] and uploads.names() == []
+    at = _upload(at, ("two.onnx", onnx_bytes, octet), ("d.npz", data, octet), name="two",
+                 output=" embedding ", metric="fidelity")  # fmt: skip
+    assert not at.error and uploads.names() == ["two"]
+    assert (uploads.info("two")["output"], uploads.info("two")["metric"]) == (
+        "embedding", "fidelity")  # fmt: skip
+    source = uploads.resolve("two")
+    assert (source.output, source.metric) == ("embedding", "fidelity")
+    report = at.table[0].value.set_index("Check")["Result"]
+    assert report["Prediction"] == "output 'embedding', as asked"
+    assert "fidelity" in report["Data"]
 
 
 def test_a_refused_upload_shows_one_line_and_nothing_else(home, digits):
