@@ -21,9 +21,12 @@ def _linear(model: onnx.ModelProto) -> bool:
     )
 
 
-# need -> (check(source, graph or None) -> bool, what is missing, in words)
-NEEDS: dict[str, tuple[Callable[[ModelSource, onnx.ModelProto | None], bool], str]] = {
-    "torch": (lambda s, g: s.build is not None, "a torch model (it is an ONNX file)"),
+# need -> (check(source, graph or None) -> bool, what is missing, in words, or from the source)
+NEEDS: dict[str, tuple[Callable[[ModelSource, onnx.ModelProto | None], bool], object]] = {
+    "torch": (  # an ONNX source has one where onnx2torch converts it faithfully (optim.convert)
+        lambda s, g: s.build is not None,
+        lambda s: f"a torch model ({s.meta.get('torch', 'it is an ONNX file')})",
+    ),
     "train": (lambda s, g: "train" in s.splits, "a training split"),
     "weights": (
         lambda s, g: g is None or bool(weight_initializers(g)),
@@ -55,7 +58,10 @@ def reason(plan: Sequence[object], source: ModelSource) -> str | None:
     for cfg in plan:
         tech = plans.REGISTRY[type(cfg).__name__]
         missing = [
-            m for need in tech.needs for check, m in [NEEDS[need]] if not check(source, graph)
+            m(source) if callable(m) else m
+            for need in tech.needs
+            for check, m in [NEEDS[need]]
+            if not check(source, graph)
         ]
         if not missing and tech.check is not None and (why := tech.check(cfg, source)):
             missing = [why]

@@ -141,7 +141,7 @@ def _torch_model(spec: str, torch_steps: tuple):
 def check_torch_steps(source: ModelSource, torch_steps: Sequence[object]) -> None:
     """Torch-stage steps (training, channel pruning, distillation) need a torch model: refuse
     them for an ONNX-file source, in one line."""
-    if torch_steps and source.onnx_path is not None:
+    if torch_steps and source.build is None:
         raise ValueError(
             f"{plans.label(torch_steps)!r} needs a torch model, but {source.name!r} is an "
             "ONNX file: only graph-stage steps (quantize, prune, int8) apply to it"
@@ -152,7 +152,7 @@ def _export(spec: str, torch_key: str) -> tuple[Graph, float | None]:
     source = get_source(spec)
     torch_steps = plans.from_json(json.loads(torch_key))
     check_torch_steps(source, torch_steps)
-    if source.onnx_path is not None:  # the intake's normalized file; FLOPs from its shapes
+    if source.onnx_path is not None and not torch_steps:  # the intake's normalized file
         return Graph(onnx.load(source.onnx_path), {}), source.meta.get("intake", {}).get("flops")
     model = _torch_model(spec, torch_steps)
     return Graph(export_onnx(model, source.example), {}), _flops(model, source.example)

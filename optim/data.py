@@ -87,6 +87,8 @@ def load(
     if (size := path.stat().st_size) > limit:
         raise ValueError(f"`size <= {limit:,} bytes` must hold for {where!r}, but got {size:,}")
     raw, info, classes = reader(path, where, preprocess=preprocess, label=label)
+    # inputs fed whole to every call (a model's initial state, a sample rate): never split
+    fixed = {k: raw.pop(k) for k in [k for k in raw if k.startswith("x_fixed.")]}
     info = {"source": path.suffix.lower()[1:], **info}
     if any(_CONTRACT.fullmatch(k) for k in raw):
         if any(_LABELED.fullmatch(k) for k in raw):
@@ -100,7 +102,7 @@ def load(
     info["counts"] = _check(arrays, where)
     known = (_CONTRACT.fullmatch(k) or _LABELED.fullmatch(k) for k in raw)
     info.setdefault("ignored", [k for k, ok in zip(raw, known, strict=True) if not ok])
-    return Loaded(arrays, info, classes)
+    return Loaded(arrays | fixed, info, classes)
 
 
 def _labels(y: np.ndarray, key: str, where: str) -> np.ndarray:

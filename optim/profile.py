@@ -166,8 +166,8 @@ def profile(model: str | ModelSource, threads: int = 1) -> Profile:
         row, _ = evaluate(source, (), Path(d), settings, None)
         row = time_rows([row], settings, source.example)[0].to_dict()
         shares = _ort_times(Path(d) / "model.onnx", source.example, threads,
-                            by_scope=source.build is not None)  # fmt: skip
-    if source.build is not None:
+                            by_scope=source.onnx_path is None)  # fmt: skip
+    if source.onnx_path is None:
         layers = _torch_layers(source.build(), source.example)
         layers["latency_share"] = layers["layer"].map(shares).astype(float)
     else:  # the intake's normalized graph: per node, from its inferred shapes

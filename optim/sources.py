@@ -55,8 +55,10 @@ def _is_fixed(a) -> bool:
 class ModelSource:
     """A model plus the data that judges it.
 
-    Exactly one of ``build`` (returns a trained fp32 ``torch.nn.Module`` in eval mode, a fresh copy
-    on every call) and ``onnx_path`` is set. ``metric`` is ``"top1"`` when the test split has
+    ``build`` returns a trained fp32 ``torch.nn.Module`` in eval mode, a fresh copy on every
+    call; ``onnx_path`` is an ONNX model's normalized file, the baseline. An ONNX source with a
+    training split may have both: ``build`` is then its faithful onnx2torch conversion
+    (:mod:`optim.convert`), for the torch-stage techniques. ``metric`` is ``"top1"`` when the test split has
     labels, else ``"agreement"`` (agreement with the baseline's own predictions).
     """
 
@@ -75,9 +77,9 @@ class ModelSource:
     output: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.build is None) == (self.onnx_path is None):
+        if self.build is None and self.onnx_path is None:
             raise ValueError(
-                f"exactly one of `build` and `onnx_path` must be set, but got "
+                f"`build` or `onnx_path` must be set, but got "
                 f"build={self.build!r}, onnx_path={self.onnx_path!r}"
             )
         if self.metric not in METRICS:
@@ -198,16 +200,26 @@ def onnx_source(
             f"`y_test` in {data_path.name} must be < {shape[1]} (the model's output classes), "
             f"but got max label {int(y.max())}"
         )
+    build, torch_why = None, "it is an ONNX file"  # with no training split: nothing to convert for
+    train = splits.get("train")
+    if train is not None and train.y is not None and metric == "top1":
+        if isinstance(train.x, Mapping) or train.x.dtype != np.float32:
+            torch_why = "it is an ONNX file with several or non-float inputs (no conversion)"
+        else:
+            from optim.convert import torch_of
+
+            build, torch_why = torch_of(normalized, splits["test"].x)
     spec = f"{onnx_path}:{data_path}"
     options = {k: v for k, v in (("output", output), ("metric", metric)) if v}
     return ModelSource(
         name=name or onnx_path.stem,
         description=f"ONNX file {onnx_path.name} with data {data_path.name}",
-        splits=splits, onnx_path=normalized, metric=metric, family="onnx", output=output,
+        splits=splits, onnx_path=normalized, build=build, metric=metric, family="onnx",
+        output=output,
         meta={
             "onnx_path": str(onnx_path), "data_path": str(data_path),
             "spec": spec + ("?" + urlencode(options) if options else ""),
-            "intake": dataclasses.asdict(report),
+            "intake": dataclasses.asdict(report), "torch": torch_why or "onnx2torch conversion",
         },
     )  # fmt: skip
 
@@ -403,7 +415,7 @@ def check(source: ModelSource) -> None:
     Raises:
         ValueError: one line naming the file and what is wrong with it.
     """
-    if source.build is not None:
+    if source.onnx_path is None:
         source.build()
         return
     import onnxruntime as ort
