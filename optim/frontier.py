@@ -157,6 +157,138 @@ def frontier(
     return mask
 
 
+# ------------------------------------------------------------------ the floor's rules
+# One home for them: the Trade-offs and Compare pages, the CLI and Constraints all ask here.
+
+FLOOR_LIMITS = {False: (0.0, 1.0), True: (0.01, 1.5)}  # (absolute, relative): widest range
+FLOOR_REACH = 0.10  # the slider's default range reaches this far (accuracy) below the baseline
+NEAR_CHANCE = 0.05  # a recommendation this close to chance accuracy gets a warning
+FAR_BELOW = 0.10  # ... and so does one this far below the baseline's accuracy
+
+
+def floor_reference(df: pd.DataFrame) -> float | None:
+    """The accuracy the floor is set against: the baseline's, else the best row's, else None."""
+    b = baseline_index(df)
+    acc = df["accuracy"].to_numpy(dtype=float) if "accuracy" in df.columns else np.zeros(0)
+    ref = acc[b] if b is not None else (np.nanmax(acc) if np.isfinite(acc).any() else math.nan)
+    return float(ref) if math.isfinite(ref) else None
+
+
+def clamp_floor(floor: float, relative: bool) -> float:
+    """``floor`` inside :data:`FLOOR_LIMITS`: ``clamp_floor(1.2, False)`` is ``1.0``."""
+    lo, hi = FLOOR_LIMITS[relative]
+    return float(min(max(floor, lo), hi))
+
+
+def default_floor(base_acc: float | None, relative: bool) -> float:
+    """99 % of the baseline (relative), else one point under ``base_acc`` (rounded to 0.1 pt).
+
+    Example:
+        >>> default_floor(0.9731, relative=False), default_floor(0.9731, relative=True)
+        (0.963, 0.99)
+    """
+    if relative or base_acc is None:
+        return 0.99
+    return round(clamp_floor(base_acc - 0.01, False), 3)
+
+
+def floor_range(
+    base_acc: float | None, relative: bool, current: float | None = None, full: bool = False
+) -> tuple[float, float]:
+    """Slider bounds: from :data:`FLOOR_REACH` below the baseline up to 100 % accuracy (with
+    ``full``, or without a baseline, the whole of :data:`FLOOR_LIMITS`); always ``current``.
+
+    Example:
+        >>> floor_range(0.9725, False), floor_range(0.9725, True)
+        ((0.87, 1.0), (0.89, 1.03))
+    """
+    lo, hi = FLOOR_LIMITS[relative]
+    if base_acc is not None and base_acc > 0:
+        scale = base_acc if relative else 1.0
+        hi = min(hi, math.ceil(round(100 / scale, 9)) / 100)  # 100 % accuracy, in the unit
+        if not full:
+            lo = max(lo, math.floor(round(100 * (base_acc - FLOOR_REACH) / scale, 9)) / 100)
+    if current is not None:
+        current = clamp_floor(current, relative)
+        lo, hi = min(lo, current), max(hi, current)
+    return round(lo, 3), round(hi, 3)
+
+
+def convert_floor(floor: float, base_acc: float | None, to_relative: bool) -> float:
+    """The same floor in the other unit (absolute accuracy <-> share of the baseline's).
+
+    Example:
+        >>> convert_floor(0.96, 0.96, to_relative=True), convert_floor(0.9, 0.96, False)
+        (1.0, 0.864)
+    """
+    if base_acc is None or not base_acc > 0:
+        return default_floor(None, True) if to_relative else clamp_floor(floor, False)
+    value = floor / base_acc if to_relative else floor * base_acc
+    return round(clamp_floor(value, to_relative), 3)
+
+
+def class_shares(class_acc: np.ndarray, accuracy: np.ndarray) -> np.ndarray | None:
+    """Each class's share of the test set, from rows measured on the same examples: a row's
+    accuracy is its per-class accuracies weighted by the shares, so enough independent rows
+    determine them (least squares with the shares summing to 1). ``None`` when they do not.
+
+    Args:
+        class_acc: Per-class accuracy, shape ``(n_rows, n_classes)``.
+        accuracy: Mean accuracy, shape ``(n_rows,)``.
+
+    Example:
+        >>> class_shares(np.array([[1.0, 0.0], [0.5, 1.0]]), np.array([0.7, 0.65])).round(3)
+        array([0.7, 0.3])
+    """
+    a = np.vstack([np.asarray(class_acc, dtype=float), np.ones(np.shape(class_acc)[1])])
+    y = np.append(np.asarray(accuracy, dtype=float), 1.0)
+    if not np.isfinite(a).all() or not np.isfinite(y).all():
+        return None
+    w, _, rank, _ = np.linalg.lstsq(a, y, rcond=None)
+    if rank < a.shape[1] or not np.allclose(a @ w, y, atol=1e-6) or (w < -1e-6).any():
+        return None
+    return np.clip(w, 0, None)
+
+
+def chance_accuracy(df: pd.DataFrame) -> tuple[float, str] | None:
+    """What a model scores without looking at its input, and how: guessing (1 / classes) or
+    always answering the commonest class (its share of the test set), whichever is higher.
+    ``None`` without per-class accuracies (e.g. a fidelity metric)."""
+    if "class_acc" not in df.columns:
+        return None
+    per = [c for c in df["class_acc"] if isinstance(c, (list, tuple, np.ndarray)) and len(c)]
+    if not per or len({len(c) for c in per}) != 1:
+        return None
+    k = len(per[0])
+    chance, how = 1 / k, f"guessing among {k} classes"
+    ok = df["class_acc"].map(lambda c: isinstance(c, (list, tuple, np.ndarray)) and len(c) == k)
+    shares = class_shares(np.array(list(df.loc[ok, "class_acc"])), df.loc[ok, "accuracy"])
+    if shares is not None and shares.max() > chance + 1e-9:
+        chance, how = float(shares.max()), f"always answering class {int(shares.argmax())}"
+    return chance, how
+
+
+def floor_warning(
+    acc: float, base_acc: float | None, chance: tuple[float, str] | None = None
+) -> str | None:
+    """One sentence when a recommended accuracy ``acc`` is near chance (within
+    :data:`NEAR_CHANCE`) or far below the baseline's (more than :data:`FAR_BELOW`), else None.
+
+    Example:
+        >>> floor_warning(0.347, 0.97, (0.333, "guessing among 3 classes"))[:34]
+        'This config scores 34.7 %, barely '
+    """
+    if not math.isfinite(acc):
+        return None
+    if chance is not None and acc < chance[0] + NEAR_CHANCE:
+        return (f"This config scores {fmt_pct(acc)}, barely above the {fmt_pct(chance[0])} "
+                f"of {chance[1]}: it has learned next to nothing. Raise the floor.")  # fmt: skip
+    if base_acc is not None and base_acc - acc > FAR_BELOW:
+        return (f"This config scores {fmt_pct(acc)}, {100 * (base_acc - acc):.1f} points below "
+                f"the baseline's {fmt_pct(base_acc)}. Is the floor meant to be this low?")  # fmt: skip
+    return None
+
+
 @dataclass(frozen=True)
 class Constraints:
     """What the product manager asks for.
@@ -172,7 +304,7 @@ class Constraints:
             accuracy of the config's worst class, e.g. a classifier's recall on the rare class).
 
     Example:
-        >>> Constraints(floor=0.99, relative=True, max_latency_ms=5.0, prefer="latency")
+        >>> c = Constraints(floor=0.99, relative=True, max_latency_ms=5.0, prefer="latency")
     """
 
     floor: float
@@ -183,10 +315,11 @@ class Constraints:
     on: str = "accuracy"
 
     def __post_init__(self) -> None:
-        if self.relative and not 0 < self.floor <= 1.5:
-            raise ValueError(f"`0 < floor <= 1.5` must hold, but got floor={self.floor}")
-        if not self.relative and not 0 <= self.floor <= 1:
-            raise ValueError(f"`0 <= floor <= 1` must hold, but got floor={self.floor}")
+        top = FLOOR_LIMITS[self.relative][1]
+        if self.relative and not 0 < self.floor <= top:
+            raise ValueError(f"`0 < floor <= {top:g}` must hold, but got floor={self.floor}")
+        if not self.relative and not 0 <= self.floor <= top:
+            raise ValueError(f"`0 <= floor <= {top:g}` must hold, but got floor={self.floor}")
         for name in ("max_size_bytes", "max_latency_ms"):
             if (budget := getattr(self, name)) is not None and not budget > 0:
                 raise ValueError(f"`{name} > 0` must hold, but got {name}={budget}")

@@ -24,7 +24,7 @@ PAGES = ("models", "sweep", "tradeoffs", "sensitivity", "compare", "export")  # 
 PREFER = {"size": "Smallest", "latency": "Fastest"}
 DEFAULTS: dict[str, Any] = {
     "run": None,  # None: the newest run
-    "floor": None,  # None: the default for the run's rows (see default_floor)
+    "floor": None,  # None: the default for the run's rows (optim.frontier.default_floor)
     "relative": False,
     "worst": False,  # the floor applies to the worst class's accuracy instead of the mean
     "max_size_mb": None,
@@ -181,33 +181,8 @@ def baseline(ok: pd.DataFrame) -> pd.Series | None:
 
 
 def default_floor(ok: pd.DataFrame, relative: bool) -> float:
-    """99 % of baseline (relative), else one point under the baseline's accuracy."""
-    if relative:
-        return 0.99
-    base = baseline(ok)
-    acc = float(base["accuracy"]) if base is not None else float(ok["accuracy"].max())
-    return round(min(max(acc - 0.01, 0.0), 1.0), 3)
-
-
-def floor_range(ok: pd.DataFrame, relative: bool, current: float | None) -> tuple[float, float]:
-    """Slider bounds: a little below the worst config up to 100 % (and always ``current``)."""
-    acc = ok["accuracy"].to_numpy(dtype=float)
-    base = baseline(ok)
-    scale = float(base["accuracy"]) if relative and base is not None else 1.0
-    lo = math.floor(100 * (acc.min() / scale - 0.05)) / 100 if len(acc) else 0.0
-    hi = min(1.5, math.ceil(100 / scale) / 100) if relative else 1.0
-    lo = max(0.01 if relative else 0.0, min(lo, hi - 0.01))
-    if current is not None:
-        lo, hi = min(lo, current), max(hi, current)
-    return round(lo, 3), round(hi, 3)
-
-
-def convert_floor(floor: float, base_acc: float, to_relative: bool) -> float:
-    """The same floor in the other unit (absolute accuracy <-> fraction of baseline)."""
-    if not base_acc > 0:
-        return 0.99 if to_relative else floor
-    value = floor / base_acc if to_relative else floor * base_acc
-    return round(min(value, 1.5 if to_relative else 1.0), 3)
+    """:func:`optim.frontier.default_floor` for the rows ``ok`` (against their baseline)."""
+    return fr.default_floor(fr.floor_reference(ok), relative)
 
 
 def constraints(state: Mapping[str, Any], ok: pd.DataFrame) -> fr.Constraints:
@@ -217,7 +192,7 @@ def constraints(state: Mapping[str, Any], ok: pd.DataFrame) -> fr.Constraints:
     floor = default_floor(ok, relative) if floor is None else float(floor)
     size_mb, lat = state.get("max_size_mb"), state.get("max_latency_ms")
     return fr.Constraints(
-        floor=min(floor, 1.5 if relative else 1.0),
+        floor=fr.clamp_floor(floor, relative),
         relative=relative,
         max_size_bytes=size_mb * 1e6 if size_mb else None,
         max_latency_ms=lat or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from optim import charts, ui
+from optim import frontier as fr
 from pages._ui import common, views
 
 common.frame_guard()
@@ -32,7 +33,9 @@ results = {
 if empty := [name for name, ok in results.items() if not len(ok)]:
     st.warning(f"No measured results yet in {', '.join(empty)}.")
 
-floor, relative = views.compare_floor()
+# the Trade-offs floor, under its rules: its % toggle converts against the current run's baseline
+base_acc = fr.floor_reference(common.measured(current)) if current in labels else None
+floor, relative = views.compare_floor(base_acc)
 size_chart, latency_chart = st.columns(2, gap="large")
 for column, x in ((size_chart, "size_bytes"), (latency_chart, "latency_p50_ms")):
     with column:

@@ -104,6 +104,11 @@ def grid_form(model: str) -> list[tuple]:
     )
     structured = structured and "StructuredPrune" not in na
     students = [] if "Distill" in na else students
+    missing = [name for name, picked in (("a weight bit-width", bits), ("a sparsity", sparsity),
+               ("a scale (channel or tensor)", grans)) if not picked]  # fmt: skip
+    if missing:  # say which field is empty, not the grid's generic complaint
+        st.warning(f"Pick {' and '.join(missing)}: the grid is empty.", icon=":material/warning:")
+        return []
     try:
         return sweep.grid(
             sorted(bits), sorted(sparsity), structured, grans, mode, sym, sorted(students)[::-1],
@@ -221,27 +226,36 @@ def advanced_form(model: str) -> list[tuple]:
     return extra
 
 
-def settings_form() -> sweep.Settings:
-    """How latency is measured: threads, and how many interleaved timing rounds."""
+def checked_int(col, label: str, name: str, rule: tuple[int, int], value: int, key: str,
+                help: str, why: str = "") -> int | None:  # fmt: skip
+    """An integer field whose every entry applies (no silent bounds that keep the old value):
+    outside ``rule`` it states the rule in one line and returns None, which turns Run off."""
+    n = col.number_input(label, value=value, step=1, key=key, help=help)
+    lo, hi = rule
+    if n is None or not lo <= n <= hi:
+        col.error(f"`{lo} <= {name} <= {hi}`{why} must hold, but got {name}={n}")
+        return None
+    return int(n)
+
+
+def settings_form() -> sweep.Settings | None:
+    """How latency is measured: threads, and how many interleaved timing rounds (None, with
+    the rule shown, while a field is out of range)."""
     threads_col, rounds_col, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
-    n = threads_col.number_input(
-        "Latency threads",
-        min_value=1,
-        max_value=os.cpu_count() or 1,
-        value=1,
-        key="sweep_threads",
-        help="Intra-op threads while timing; 1 = the edge-device case",
-    )
-    rounds = rounds_col.number_input(
-        "Timing rounds",
-        min_value=2,
-        max_value=200,
-        value=20,
-        key="sweep_rounds",
-        help="Once every config is built, all are timed together in this many rounds, each in "
+    cores = os.cpu_count() or 1
+    n = checked_int(
+        threads_col, "Latency threads", "threads", (1, cores), 1, "sweep_threads",
+        "Intra-op threads while timing; 1 = the edge-device case",
+        " (this machine's cores)",
+    )  # fmt: skip
+    rounds = checked_int(
+        rounds_col, "Timing rounds", "rounds", (2, 200), 20, "sweep_rounds",
+        "Once every config is built, all are timed together in this many rounds, each in "
         "a shuffled order with the baseline in every round; more rounds narrow the intervals",
-    )
-    return sweep.Settings(threads=int(n), rounds=int(rounds))
+    )  # fmt: skip
+    if n is None or rounds is None:
+        return None
+    return sweep.Settings(threads=n, rounds=rounds)
 
 
 def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
@@ -270,7 +284,7 @@ def _start_search(model: str, trials: int, seed: int, settings: sweep.Settings) 
     st.session_state.pop("floor", None)
 
 
-def search_form(model: str, settings: sweep.Settings) -> None:
+def search_form(model: str, settings: sweep.Settings | None) -> None:
     """An NSGA-II search over per-layer bit-widths and sparsity, as an alternative to the grid."""
     with st.expander("Or search: NSGA-II over per-layer bits and sparsity"):
         st.caption(
@@ -279,15 +293,19 @@ def search_form(model: str, settings: sweep.Settings) -> None:
             "It is steered by calibration-split accuracy; the test split is only reported."
         )
         trials_col, seed_col, go = st.columns([1, 1, 1.2], vertical_alignment="bottom")
-        trials = trials_col.number_input("Trials", 4, 500, 12, key="search_trials")
-        seed = seed_col.number_input("Seed", 0, 10_000, 0, key="search_seed")
+        trials = checked_int(trials_col, "Trials", "trials", (4, 500), 12, "search_trials",
+                             "How many plans the search builds and measures")  # fmt: skip
+        seed = checked_int(seed_col, "Seed", "seed", (0, 10_000), 0, "search_seed",
+                           "The same seed proposes the same plans")  # fmt: skip
+        ready = settings is not None and trials is not None and seed is not None
         go.button(
             "Run search",
             icon=":material/travel_explore:",
-            disabled=bool(live_runs()),
+            disabled=not ready or bool(live_runs()),
             on_click=_start_search,
-            args=(model, int(trials), int(seed), settings),
+            args=(model, trials, seed, settings),
             width="stretch",
+            help=None if ready else "Fix the field marked in red first",
         )
 
 
@@ -297,10 +315,11 @@ def live_runs() -> list[int]:
     return [int(r["id"]) for r in runs.to_dict("records") if common.is_live(r)]
 
 
-def start_controls(model: str, plan_list: list, settings: sweep.Settings) -> None:
+def start_controls(model: str, plan_list: list, settings: sweep.Settings | None) -> None:
     """Number of configs, estimated time and the Run button (one sweep at a time)."""
     n = ui.count_configs(plan_list) if plan_list else 0
-    timing = settings.min_seconds + 0.05 * sweep.TIMING_BLOCKS  # calls + fresh sessions
+    timing = (settings or sweep.Settings()).min_seconds  # calls, plus fresh sessions:
+    timing += 0.05 * sweep.TIMING_BLOCKS
     seconds = (
         sweep.estimate_seconds(common.store(), model, plan_list, timing_s=timing) if n else 0.0
     )
@@ -318,10 +337,11 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings) -> Non
         "Run sweep",
         type="primary",
         icon=":material/play_arrow:",
-        disabled=not plan_list or bool(busy),
+        disabled=not plan_list or settings is None or bool(busy),
         on_click=_start,
         args=(model, plan_list, settings),
         width="stretch",
+        help="Fix the field marked in red first" if settings is None else None,
     )
     if busy:
         go.caption(

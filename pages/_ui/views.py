@@ -60,25 +60,40 @@ COLUMNS = {
 # ------------------------------------------------------------------ constraints
 
 
-def _convert_floor(base_acc: float) -> None:
-    ss = st.session_state
-    ss["floor"] = ui.convert_floor(ss["floor"], base_acc, ss["relative"])
+SIZE_UNITS = {"KB": 1e3, "MB": 1e6, "GB": 1e9}  # SI, like every size the dashboard shows
+SIZE_STEP = {"KB": 1.0, "MB": 0.1, "GB": 0.01}
 
 
-def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
-    """Floor slider, absolute / % of baseline, preference and budgets; returns the pick."""
+def _convert_floor(base_acc: float | None) -> None:
     ss = st.session_state
-    base = ui.baseline(ok)
-    if base is None:
+    ss["floor"] = fr.convert_floor(ss["floor"], base_acc, ss["relative"])
+
+
+def _typed_floor() -> None:
+    """The exact-floor box moves the floor (the slider follows on the rerun)."""
+    ss = st.session_state
+    if ss.get("floor_box") is not None:
+        ss["floor"] = fr.clamp_floor(ss["floor_box"] / 100, bool(ss.get("relative")))
+
+
+def floor_controls(
+    base_acc: float | None, what: tuple[str, str], can_relative: bool = True
+) -> tuple[float, bool]:
+    """The floor: a slider around the baseline (or its full range), a box for an exact value
+    and the absolute / % of baseline toggle. The rules are :mod:`optim.frontier`'s; Trade-offs
+    and Compare share them and the floor. ``what``: the label for (absolute, relative)."""
+    ss = st.session_state
+    if not can_relative:
         ss["relative"] = False
+    relative = bool(ss.get("relative"))
     if ss.get("floor") is None:
-        ss["floor"] = ui.default_floor(ok, ss["relative"])
-    lo, hi = ui.floor_range(ok, ss["relative"], ss["floor"])
-    ss["floor"] = min(max(ss["floor"], lo), hi)
-    floor, prefer, size, latency = st.columns([3.4, 1.3, 1, 1], gap="medium")
-    what = "share of baseline accuracy" if ss["relative"] else "accuracy on held-out data"
-    floor.slider(
-        f"Accuracy floor ({what})",
+        ss["floor"] = fr.default_floor(base_acc, relative)
+    ss["floor"] = fr.clamp_floor(ss["floor"], relative)
+    ss["floor_full"] = bool(ss.get("floor_full"))  # kept across pages, like the floor
+    lo, hi = fr.floor_range(base_acc, relative, ss["floor"], full=ss["floor_full"])
+    slider_col, box_col = st.columns([4, 1.3], vertical_alignment="bottom")
+    slider_col.slider(
+        f"Accuracy floor ({what[relative]})",
         lo,
         hi,
         step=0.001,
@@ -86,15 +101,102 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
         key="floor",
         help="The lowest accuracy you would ship",
     )
-    floor.toggle(
+    ss["floor_box"] = round(100 * ss["floor"], 3)
+    box_col.number_input(
+        "Exact floor (%)",
+        step=0.1,
+        format="%.2f",
+        key="floor_box",
+        on_change=_typed_floor,
+        help="Type the floor as a percentage, e.g. 97.25",
+    )
+    relative_col, full_col = st.columns(2)
+    relative_col.toggle(
         "Floor as % of baseline",
         key="relative",
-        disabled=base is None,
+        disabled=not can_relative,
         on_change=_convert_floor,
-        args=(float(base["accuracy"]) if base is not None else 0,),
+        args=(base_acc,),
         help="Express the floor relative to the unoptimized model",
     )
-    floor.toggle(
+    reach = f"{100 * fr.FLOOR_REACH:.0f} points"
+    full_col.toggle(
+        "Full range",
+        key="floor_full",
+        help=f"Let the slider reach 0 %; by default it spans {reach} below the baseline to "
+        "100 % accuracy",
+    )
+    return float(ss["floor"]), bool(ss["relative"])
+
+
+def _typed_size(unit: str) -> None:
+    """A size budget typed in KB or GB, kept in MB (the URL's unit)."""
+    ss = st.session_state
+    value = ss.get(f"max_size_{unit.lower()}")
+    ss["max_size_mb"] = None if value is None else value * SIZE_UNITS[unit] / 1e6
+
+
+def _budget_rule(col, value: float | None, name: str, unit: str) -> bool:
+    """Whether a budget applies; an entry that cannot (0, negative) says the rule instead."""
+    if value is None:
+        return False
+    if value > 0:
+        return True
+    col.error(f"`{name} > 0` must hold, but got {value:g} {unit}: no {name} applies.")
+    return False
+
+
+def budget_controls(size, latency) -> dict:
+    """The size budget (KB / MB / GB) and the p50 budget; returns the budgets in force, in the
+    view state's units (``max_size_mb``, ``max_latency_ms``; None where there is none)."""
+    ss = st.session_state
+    ss["size_unit"] = ss.get("size_unit") or "MB"
+    unit = ss["size_unit"]
+    value_col, unit_col = size.columns([1.6, 1], vertical_alignment="bottom")
+    key = f"max_size_{unit.lower()}"  # "max_size_mb" is the view state itself
+    if unit != "MB":
+        mb = ss.get("max_size_mb")
+        ss[key] = None if mb is None else float(f"{mb * 1e6 / SIZE_UNITS[unit]:.12g}")
+    typed = value_col.number_input(
+        f"Size budget ({unit})",
+        value=None,
+        step=SIZE_STEP[unit],
+        format="%g",
+        key=key,
+        placeholder="none",
+        on_change=None if unit == "MB" else _typed_size,
+        args=None if unit == "MB" else (unit,),
+        help="The largest .onnx file you would ship; empty for none",
+    )
+    unit_col.selectbox("Unit", list(SIZE_UNITS), key="size_unit")
+    lat = latency.number_input(
+        "p50 budget (ms)",
+        value=None,
+        step=0.01,
+        format="%g",
+        key="max_latency_ms",
+        placeholder="none",
+        help="The slowest p50 latency you would ship; empty for none",
+    )
+    return {
+        "max_size_mb": ss.get("max_size_mb") if _budget_rule(size, typed, "size budget", unit)
+        else None,
+        "max_latency_ms": lat if _budget_rule(latency, lat, "p50 budget", "ms") else None,
+    }  # fmt: skip
+
+
+def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
+    """Floor slider, absolute / % of baseline, preference and budgets; returns the pick."""
+    ss = st.session_state
+    base = ui.baseline(ok)
+    floor_col, prefer, size, latency = st.columns([3.4, 1.3, 1.4, 1], gap="medium")
+    with floor_col:
+        floor_controls(
+            fr.floor_reference(ok),
+            ("accuracy on held-out data", "share of baseline accuracy"),
+            can_relative=base is not None,
+        )
+    floor_col.toggle(
         "Floor on the worst class",
         key="worst",
         disabled="worst_class_acc" not in ok or ok["worst_class_acc"].isna().all(),
@@ -104,23 +206,9 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
     prefer.segmented_control(
         "Ship the", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer", required=True
     )
-    size.number_input(
-        "Size budget (MB)",
-        min_value=0.0,
-        step=0.1,
-        format="%.3f",
-        key="max_size_mb",
-        placeholder="none",
-    )
-    latency.number_input(
-        "p50 budget (ms)",
-        min_value=0.0,
-        step=0.01,
-        format="%.3f",
-        key="max_latency_ms",
-        placeholder="none",
-    )
-    return fr.recommend(ok, ui.constraints(ss, ok))
+    budgets = budget_controls(size, latency)
+    state = {name: ss.get(name) for name in ("floor", "relative", "worst", "prefer")} | budgets
+    return fr.recommend(ok, ui.constraints(state, ok))
 
 
 # ------------------------------------------------------------------ headline
@@ -160,6 +248,13 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, delta_arrow=arrow,
                    help=head.ci)  # fmt: skip
         st.caption(head.detail)
+        warning = fr.floor_warning(
+            float(row["accuracy"]),
+            float(base["accuracy"]) if base is not None else None,
+            fr.chance_accuracy(ok),
+        )
+        if warning:
+            st.warning(warning, icon=":material/warning:")
 
 
 # ------------------------------------------------------------------ charts and selection
@@ -351,24 +446,10 @@ COMPARE_COLUMNS = {
 }
 
 
-def _reset_floor() -> None:
-    st.session_state["floor"] = 0.99 if st.session_state["relative"] else 0.95
-
-
-def compare_floor() -> tuple[float, bool]:
-    """The floor the comparison applies (shared with Trade-offs), absolute or % of baseline."""
-    ss = st.session_state
-    lo, hi = (0.5, 1.5) if ss.get("relative") else (0.5, 1.0)
-    if ss.get("floor") is None:
-        ss["floor"] = 0.99 if ss.get("relative") else 0.95
-    ss["floor"] = min(max(ss["floor"], lo), hi)
-    floor_col, unit_col = st.columns([5, 1.3], vertical_alignment="bottom")
-    what = "of each run's baseline" if ss.get("relative") else "accuracy on held-out data"
-    floor = floor_col.slider(
-        f"Accuracy floor ({what})", lo, hi, step=0.001, format="percent", key="floor"
-    )
-    relative = unit_col.toggle("% of baseline", key="relative", on_change=_reset_floor)
-    return floor, relative
+def compare_floor(base_acc: float | None) -> tuple[float, bool]:
+    """The floor the comparison applies: the Trade-offs floor, under the same rules
+    (``base_acc``: the current run's baseline, which the % toggle converts against)."""
+    return floor_controls(base_acc, ("accuracy on held-out data", "of each run's baseline"))
 
 
 def floor_line(fig: go.Figure, floor: float) -> None:
