@@ -145,6 +145,18 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--max-size-mb", type=float)
     f.add_argument("--max-latency-ms", type=float)
     f.add_argument("--prefer", choices=("size", "latency"), default="size")
+    rp = sub.add_parser("report", help="one-page decision report of a run (HTML or PDF)")
+    rp.add_argument("run", type=int)
+    rp.add_argument("--floor", type=float, required=True)
+    rp.add_argument(
+        "--relative", action="store_true", help="floor is a fraction of baseline accuracy"
+    )
+    rp.add_argument("--max-size-mb", type=float)
+    rp.add_argument("--max-latency-ms", type=float)
+    rp.add_argument("--prefer", choices=("size", "latency"), default="size")
+    rp.add_argument("--on", choices=tuple(fr.FLOOR_ON), default="accuracy",
+                    help="what the floor applies to: the mean or the worst class's accuracy")  # fmt: skip
+    rp.add_argument("--out", type=Path, required=True, help="report.html or report.pdf")
     b = sub.add_parser("build", help="build and measure one plan (the plan of a JSON recipe)")
     b.add_argument("--model", required=True)
     b.add_argument("--plan", required=True, help="plan JSON, or @recipe.json")
@@ -411,6 +423,28 @@ def _cmd_frontier(args, out) -> None:
     print(rec.message, file=out)
 
 
+def _cmd_report(args, out) -> None:
+    from optim import report, ui
+
+    path = report.check_out(args.out)  # every refusal before the run is read or anything written
+    cons = fr.Constraints(
+        floor=args.floor,
+        relative=args.relative,
+        max_size_bytes=None if args.max_size_mb is None else args.max_size_mb * 1e6,
+        max_latency_ms=args.max_latency_ms,
+        prefer=args.prefer,
+        on=args.on,
+    )
+    store = Store()
+    run = store.run(args.run)
+    rep = report.build_report(run, ui.split_rows(store.results(args.run))[0], cons)
+    try:
+        n = report.write_report(path, rep)
+    except RuntimeError as e:  # chromium failed: one line, like every other refusal
+        raise ValueError(str(e)) from None
+    print(f"wrote {path} ({n:,} bytes): {report.plain(rep.sentence)}", file=out)
+
+
 def _ok_rows(df: pd.DataFrame, run_id: int) -> pd.DataFrame:
     if not len(df):
         raise ValueError(f"run {run_id} has no results")
@@ -525,7 +559,7 @@ def threading_main() -> bool:
 
 
 COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "search": _cmd_search, "sensitivity": _cmd_sensitivity, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
-            "frontier": _cmd_frontier, "export": _cmd_export}  # fmt: skip
+            "frontier": _cmd_frontier, "export": _cmd_export, "report": _cmd_report}  # fmt: skip
 
 
 def _interrupt(signum, frame) -> None:

@@ -29,3 +29,4 @@ views.selection_details(cur.ok)
 
 views.all_configs(cur.ok, rec, cur.id)
 common.failed_expander(cur.failed)
+__import__("pages._ui.report_button", fromlist=["*"]).report_button(cur, rec)  # PDF / HTML report
