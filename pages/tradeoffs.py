@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._ui import common, views
+from pages._ui.report_button import report_button
 
 common.frame_guard()
 
@@ -29,4 +30,4 @@ views.selection_details(cur.ok)
 
 views.all_configs(cur.ok, rec, cur.id)
 common.failed_expander(cur.failed)
-__import__("pages._ui.report_button", fromlist=["*"]).report_button(cur, rec)  # PDF / HTML report
+report_button(cur, rec)  # the one-page decision report, PDF / HTML
