@@ -33,7 +33,7 @@ from optim.artifact import weight_initializers
 from optim.build import Settings, build, evaluate
 from optim.metrics import predictions
 from optim.rows import Row
-from optim.sources import ModelSource, check, get_source, source_spec
+from optim.sources import ModelSource, check, data_record, get_source, source_spec
 from optim.store import Store
 from optim.sweep import artifact_dir, state
 from optim.techniques import Int8, MixedQuantize, Prune
@@ -132,6 +132,7 @@ def create_search(
     check(source)
     spec = {
         "model": source_spec(source), "plans": [plans.to_json(())],
+        "data": data_record(source),
         "settings": (settings or Settings()).__dict__,
         "search": {"seed": seed, "population": population, "warm_start": warm, "trials": trials,
                    "objectives": list(OBJECTIVES), "directions": list(DIRECTIONS)},

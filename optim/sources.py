@@ -175,7 +175,7 @@ def onnx_source(
     for p in (onnx_path, data_path):
         if not p.is_file():
             raise ValueError(f"file {str(p)!r} does not exist")
-    arrays = read_data(data_path)
+    arrays, split = read_data(data_path)
     types = _input_types(safety_check(onnx_path))
     splits = {}
     for s in ("calib", "test", "train"):
@@ -220,16 +220,27 @@ def onnx_source(
             "onnx_path": str(onnx_path), "data_path": str(data_path),
             "spec": spec + ("?" + urlencode(options) if options else ""),
             "intake": dataclasses.asdict(report), "torch": torch_why or "onnx2torch conversion",
+            "split": split,
         },
     )  # fmt: skip
 
 
-def read_data(path: Path) -> dict[str, np.ndarray]:
+def read_data(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays of a data file in the ``.npz`` key contract (see :func:`onnx_source`), read by
-    :func:`optim.data.load` with its archive checks (an ``.npz`` is a zip too)."""
+    :func:`optim.data.load` with its archive checks (an ``.npz`` is a zip too), and how they
+    were split (recorded with every run)."""
     from optim.data import load
 
-    return load(path).arrays
+    loaded = load(path)
+    return loaded.arrays, loaded.split
+
+
+def data_record(source: ModelSource) -> dict:
+    """What a run records of its data: each split's size, and how one labeled set was split."""
+    return {
+        "splits": {k: len(v) for k, v in source.splits.items()},
+        "split": source.meta.get("split", "the sample's own deterministic split"),
+    }
 
 
 _NP_TYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}

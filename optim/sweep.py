@@ -28,7 +28,7 @@ from optim import plan as plans
 from optim.artifact import Graph
 from optim.build import Settings, check_torch_steps, evaluate
 from optim.rows import Row
-from optim.sources import check, get_source, source_spec
+from optim.sources import check, data_record, get_source, source_spec
 from optim.store import Store, home, pid_alive, run_state
 from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
 
@@ -153,6 +153,7 @@ def create(
     spec = {
         "model": source_spec(source),
         "plans": [plans.to_json(p) for p in all_plans.values()],
+        "data": data_record(source),
         "settings": settings.__dict__,
     }
     import onnxruntime

@@ -48,6 +48,8 @@ def test_every_technique_rows_or_reason(name, tmp_path_factory, fresh_store):
     rows = {r.key: r for r in fresh_store.rows(run_id)}
     base = rows[plans.key(())]
     assert base.error is None and base.metric == source.metric
+    data = fresh_store.run(run_id)["spec"]["data"]  # the run records its data and its split
+    assert data["splits"]["test"] == base.n_test and data["split"]["kind"] == "given"
     cells = {}
     for plan in runnable:
         row = rows[plans.key(plan)]
