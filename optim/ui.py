@@ -47,8 +47,10 @@ _BOOL = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _number(text: str, kind: type = float, low: float = -math.inf) -> Any:
+    if len(text) > 40:  # a 310-digit run id: not a number anyone meant
+        raise ValueError(f"a number of at most 40 characters is expected, but got {len(text)}")
     value = kind(text)
-    if not math.isfinite(value) or value < low:
+    if not math.isfinite(float(value)) or value < low:
         raise ValueError(f"`{low} <= value < inf` must hold, but got value={text!r}")
     return value
 

@@ -251,6 +251,8 @@ def test_a_deleted_run_in_the_url_shows_a_message(store, run_id):
     assert at.session_state["run"] == run_id  # falls back to the newest run
     at = healthy(app(run="not-a-number", floor="high"))
     assert any("Ignored invalid link parameter(s): run, floor" in w.value for w in at.warning)
+    at = healthy(app(run="9" * 310))  # a 310-digit run id: a warning, not a traceback
+    assert any("Ignored invalid link parameter(s): run" in w.value for w in at.warning)
 
 
 def test_presentation_mode_hides_the_developer_menu(store, run_id):
