@@ -22,16 +22,7 @@ from optim.profile import onnx_layers
 from optim.sources import get_source, onnx_source
 from optim.sweep import sweep
 from optim.techniques import DynamicInt8, Int4MatMul, Int8, MixedQuantize, Prune, Quantize
-
-
-def _constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Move every initializer into a Constant node, as some exporters write weights."""
-    nodes = [helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
-    del model.graph.initializer[:]
-    rest = list(model.graph.node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes + rest)
-    return model
+from tests.corpus import _constants
 
 
 @pytest.fixture(scope="module")
