@@ -1,12 +1,14 @@
 """The dashboard frame: page config, sidebar (run, model, presentation mode), navigation.
 
-One file per screen lives in ``pages/``; their shared widgets in ``pages/_ui/``. Streamlit runs
-a ``pages/`` script on its own (old-style multipage mode) until ``st.navigation`` has run once in
-the server process, e.g. for the first deep link after a restart: every page therefore starts
-with ``common.frame_guard()``, which switches to navigation mode and reruns through this frame.
+One file per screen lives in ``pages/``; their shared widgets in ``pages/_ui/``. Every screen
+has one address, its url path (``/export?run=3``): a copied link, a reload or a typed path
+opens that screen. ``/`` is a hidden landing page that forwards to the screen of a legacy
+``?page=`` link, Trade-offs by default. Each screen starts with ``common.frame_guard()``: until
+some session has called ``st.navigation``, Streamlit runs a ``pages/`` script on its own, e.g.
+for the first deep link after a restart; the guard then hands the run to this frame.
 
-Run with ``streamlit run app.py``. The view (run, floor, budgets, selection, page,
-presentation mode) lives in session state and in the URL, so a shared link restores it.
+Run with ``streamlit run app.py``. The view (run, floor, budgets, selection, presentation
+mode) lives in session state and in the URL, so a shared link restores it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,20 @@ import streamlit as st
 
 from pages._ui import common
 
+SCREENS = (  # url path, file, title, icon: in the order of the workflow
+    ("models", "pages/models.py", "Models", ":material/memory:"),
+    ("sweep", "pages/sweep.py", "Sweep", ":material/play_arrow:"),
+    ("tradeoffs", "pages/tradeoffs.py", "Trade-offs", ":material/insights:"),
+    ("sensitivity", "pages/sensitivity.py", "Sensitivity", ":material/tune:"),
+    ("compare", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
+    ("export", "pages/export.py", "Export", ":material/download:"),
+)
+
 if common.locked():  # OPTIM_TOKEN is set and this session has not given it: nothing else shows
     st.set_page_config(page_title="Model optimizer", page_icon=":material/lock:")
-    st.navigation([st.Page(common.sign_in, title="Sign in")], position="hidden").run()
+    gate = [st.Page(common.sign_in, title="Sign in", default=True)]  # at every screen's path:
+    gate += [st.Page(common.sign_in, title="Sign in", url_path=s[0]) for s in SCREENS]
+    st.navigation(gate, position="hidden").run()  # a link opens its screen once signed in
     st.stop()
 
 common.restore_state()
@@ -28,25 +41,19 @@ st.set_page_config(
     initial_sidebar_state="collapsed" if common.present() else "auto",
 )
 
-SCREENS = (  # url path, file, title, icon: in the order of the workflow
-    ("models", "pages/models.py", "Models", ":material/memory:"),
-    ("sweep", "pages/sweep.py", "Sweep", ":material/play_arrow:"),
-    ("tradeoffs", "pages/tradeoffs.py", "Trade-offs", ":material/insights:"),
-    ("sensitivity", "pages/sensitivity.py", "Sensitivity", ":material/tune:"),
-    ("compare", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
-    ("export", "pages/export.py", "Export", ":material/download:"),
-)
-start = st.session_state["_start_page"]  # the page of a shared link (Trade-offs by default)
-pages = [
-    st.Page(path, title=title, icon=icon, url_path=name, default=name == start)
+screens = {
+    name: st.Page(path, title=title, icon=icon, url_path=name)
     for name, path, title, icon in SCREENS
-]
-page = st.navigation(pages)
+}
+landing = st.Page(common.landing, title="Model optimizer", default=True, visibility="hidden")
+page = st.navigation([landing, *screens.values()])
+if page is landing:  # "/" or a legacy "/?page=export" link: go to the screen's own address
+    common.forward(screens[st.session_state["_start_page"]])
 
 with common.friendly_errors():
     common.sidebar()
 common.style()
-common.mirror_state(page.url_path or start)
+common.mirror_state()
 common.notices()
-with common.friendly_errors():
+with common.friendly_errors(), common.framed():
     page.run()

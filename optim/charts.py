@@ -314,7 +314,9 @@ def _tradeoff(df, x: str, rec, selected: Sequence[str], rows: dict) -> go.Figure
     traces, shapes, notes = [], [], []
     layout = dict(
         template=_SCATTER_TEMPLATE,
-        dragmode="select",  # box-select picks configs
+        # a click picks a config (shift-click adds one); the toolbar's Box Select picks many.
+        # Not dragmode "select": Streamlit turns click-selection off while box-select is on
+        dragmode="zoom",
         hovermode="closest",
         uirevision=x,  # keeps zoom and legend toggles across reruns
         xaxis=xaxis | dict(title=dict(text=X_TITLES[x])),

@@ -10,9 +10,11 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit import runtime
 
 from optim import ui
 from optim.store import Store, db_url
@@ -84,16 +86,30 @@ def restore_state() -> None:
             ss[name] = ss[name]
 
 
-def mirror_state(page: str) -> None:
-    """Write the view state to the URL, so that a copied link restores this exact view."""
+def _link_params() -> dict[str, str]:
+    """The view state as query params (the page is the URL's path, not a parameter)."""
     ss = st.session_state
-    state = {name: ss.get(name) for name in ui.DEFAULTS}
-    state["page"] = page
+    state = {name: ss.get(name) for name in ui.DEFAULTS if name != "page"}
     ids = ss.get("_selected_ids")
     state["selected"] = ids if ids else tuple(ui.short_id(k) for k in ss.get("selected") or ())
-    params = ui.encode_params(state)
+    return ui.encode_params(state)
+
+
+def mirror_state() -> None:
+    """Write the view state to the URL, so that a copied link restores this exact view."""
+    params = _link_params()
     if params != st.query_params.to_dict():
         st.query_params.from_dict(params)
+
+
+def landing() -> None:
+    """``/``: app.py forwards it to a screen's own address before anything is drawn."""
+
+
+def forward(page: st.Page) -> None:
+    """Go to ``page``'s own address (``/export?run=3``), keeping the link's view state."""
+    if runtime.exists():  # not in a bare run (a worker process that re-imports ``__main__``)
+        st.switch_page(page, query_params=_link_params())
 
 
 def present() -> bool:
@@ -377,20 +393,33 @@ def measured(run_id: int) -> pd.DataFrame:
     return ui.split_rows(store().results(run_id))[0]
 
 
+@contextlib.contextmanager
+def framed() -> Iterator[None]:
+    """Mark the page's run as one inside ``app.py``'s frame (see :func:`frame_guard`)."""
+    st.session_state["_framed"] = True
+    try:
+        yield
+    finally:
+        st.session_state.pop("_framed", None)
+
+
 def frame_guard() -> None:
     """Make sure this page runs inside ``app.py``'s frame (sidebar, URL state, navigation).
 
-    Streamlit executes a script of a ``pages/`` folder directly (its pre-``st.navigation``
-    multipage mode) until ``st.navigation`` has been called once in the server process, which
-    is what happens to the first deep link (``/sweep``) opened after a restart, and to AppTest
-    reruns. Leave that mode and rerun: the rerun executes ``app.py``, whose ``st.navigation``
-    resolves the same url path to this page.
+    Until some session has called ``st.navigation``, Streamlit treats a ``pages/`` folder next
+    to the entry point as its old-style multipage app and runs the page of a URL directly,
+    without ``app.py``: the first deep link (``/export``) after a restart. Calling
+    ``st.navigation`` once switches the whole server to navigation mode ("your app will
+    ignore the pages/ directory (across all sessions)", its documentation says); the pages
+    are the same files under the same url paths, so this URL's page is found (no "Page not
+    found"), and the rerun executes ``app.py``, which runs this page in its frame.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if st.session_state.get("_framed"):
+        return
+    folder = Path(__file__).resolve().parents[1]
+    files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+    st.navigation([st.Page(p, url_path=p.stem) for p in files], position="hidden")
+    st.rerun()
 
 
 # ------------------------------------------------------------------ access control
