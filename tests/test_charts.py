@@ -107,7 +107,7 @@ def test_size_axis_is_log_with_readable_ticks() -> None:
     assert fig.layout.xaxis.title.text == "Artifact size (bytes on disk)"
     assert any(t.endswith("MB") for t in fig.layout.xaxis.ticktext)
     assert fig.layout.yaxis.tickformat.endswith("%")
-    assert fig.layout.dragmode == "select"
+    assert fig.layout.dragmode == "zoom"  # a click selects; box-select is a toolbar button
     assert fig.layout.template.layout == pio.templates["plotly_white"].layout  # its look
     assert (
         fig.layout.template.data.to_plotly_json() == {}

@@ -250,8 +250,12 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     assert after != before and f"run={run_id}" in page.url
     charts_rendered(page)
 
-    # box-select every point of the size chart: the picks land in "Inspect configs" and the URL
-    area = page.locator("[data-testid='stPlotlyChart']").first.locator("rect.nsewdrag").first
+    # box-select every point of the size chart (the toolbar's Box Select, since a plain drag
+    # zooms and a click selects one point): the picks land in "Inspect configs" and the URL
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    chart.hover()
+    chart.locator(".modebar-btn[data-val='select']").first.click()
+    area = chart.locator("rect.nsewdrag").first
     box = area.bounding_box()
     page.mouse.move(box["x"] + 3, box["y"] + 3)
     page.mouse.down()
