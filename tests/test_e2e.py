@@ -9,14 +9,7 @@ land in ``test-artifacts/screenshots/`` (printed at the end of the run): look at
 from __future__ import annotations
 
 import math
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,31 +17,14 @@ import pytest
 from optim import frontier as fr
 from optim import ui
 from optim.store import Store
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Server, require_chromium, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [  # as root, without the networking flags chromium floods the closed network
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1400, "height": 2400}  # tall: streamlit scrolls inside its own container
-APP = "[data-testid='stApp']"
 SWEEP_SECONDS = 150  # six configs on two busy cores take ~30-60 s
 
-if not Path(CHROMIUM).is_file():
-    pytest.skip(
-        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
-        "never `playwright install`",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 class _ScreenshotReport:
@@ -62,54 +38,17 @@ class _ScreenshotReport:
 # ------------------------------------------------------------------ fixtures
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     """``streamlit run app.py`` on a free port with its own OPTIM_HOME and run store."""
-    home = tmp_path_factory.mktemp("e2e-home")
-    url, port = f"sqlite:///{home / 'runs.db'}", _free_port()
-    env = {**os.environ, "OPTIM_HOME": str(home), "OPTIM_DB_URL": url}
-    log = open(home / "streamlit.log", "wb")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
-    cmd += [f"--server.port={port}", "--server.address=127.0.0.1"]
-    cmd += ["--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    srv = Server(tmp_path_factory.mktemp("e2e-home"))
+    srv.start()
+    if not request.config.pluginmanager.has_plugin("e2e-screenshots"):
+        request.config.pluginmanager.register(_ScreenshotReport(), "e2e-screenshots")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"streamlit did not come up: {(home / 'streamlit.log').read_text()}"
-                )
-            time.sleep(0.25)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        if not request.config.pluginmanager.has_plugin("e2e-screenshots"):
-            request.config.pluginmanager.register(_ScreenshotReport(), "e2e-screenshots")
-        yield base, Store(url)
+        yield srv.base, Store(srv.url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        for pid in Store(url).runs()["pid"].dropna():  # a sweep worker this test started
-            try:
-                os.killpg(int(pid), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +60,6 @@ def browser():
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    """Wait until the app is connected and its script has finished running."""
-    page.wait_for_timeout(150)
-    page.wait_for_selector(f"{APP}[data-test-connection-state='CONNECTED']", state="attached")
-    page.wait_for_selector(
-        f"{APP}[data-test-script-state='notRunning']", state="attached", timeout=timeout
-    )
 
 
 def healthy(page, name: str) -> None:

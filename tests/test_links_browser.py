@@ -8,35 +8,18 @@ Screenshots: ``test-artifacts/screenshots/links-*.png``.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from optim import ui
 from optim.store import Store
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Server, require_chromium, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [  # as root, without the networking flags chromium floods the closed network
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1400, "height": 1800}
-APP = "[data-testid='stApp']"
 TITLES = {  # url path -> the screen's sidebar entry and its h1
     "models": ("Models", "Models"),
     "sweep": ("Sweep", "Sweep"),
@@ -46,61 +29,10 @@ TITLES = {  # url path -> the screen's sidebar entry and its h1
     "export": ("Export", "Export"),
 }
 
-if not Path(CHROMIUM).is_file():
-    pytest.skip(
-        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
-        "never `playwright install`",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-class Server:
-    """``streamlit run app.py`` on 127.0.0.1 with its own OPTIM_HOME; restartable."""
-
-    def __init__(self, home: Path) -> None:
-        self.home, self.url = home, f"sqlite:///{home / 'runs.db'}"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "OPTIM_HOME": str(self.home), "OPTIM_DB_URL": self.url}
-        env.pop("OPTIM_TOKEN", None)
-        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
-        cmd += [f"--server.port={self.port}", "--server.address=127.0.0.1"]
-        cmd += ["--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
-        with open(self.home / "streamlit.log", "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while True:  # /_stcore/health only: no request that runs the app before the test's
-            try:
-                with urllib.request.urlopen(f"{self.base}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not come up: {self.log()}")
-            time.sleep(0.25)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def log(self) -> str:
-        return (self.home / "streamlit.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -132,15 +64,6 @@ def browser():
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    """Wait until the app is connected and its script has finished running."""
-    page.wait_for_timeout(150)
-    page.wait_for_selector(f"{APP}[data-test-connection-state='CONNECTED']", state="attached")
-    page.wait_for_selector(
-        f"{APP}[data-test-script-state='notRunning']", state="attached", timeout=timeout
-    )
 
 
 def on_screen(page, name: str, shot: str) -> None:

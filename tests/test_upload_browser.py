@@ -10,85 +10,33 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from optim.store import Store
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Server, require_chromium, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 VIEWPORT = {"width": 1400, "height": 2000}
-APP = "[data-testid='stApp']"
 LIMITS = {"OPTIM_MAX_MODEL_MB": "1", "OPTIM_MAX_DATA_MB": "1", "OPTIM_MAX_UNZIPPED_MB": "8"}
 
-if CHROMIUM is None:
-    pytest.skip("chromium is missing: apt-get install -y chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sync_api = require_chromium()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``streamlit run app.py`` on 127.0.0.1 with its own home, store and low size limits."""
-    home = tmp_path_factory.mktemp("upload-home")
-    url, port = f"sqlite:///{home / 'runs.db'}", _free_port()
-    env = {**os.environ, "OPTIM_HOME": str(home), "OPTIM_DB_URL": url, **LIMITS}
-    env.pop("OPTIM_TOKEN", None)
-    log = open(home / "streamlit.log", "wb")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
-           f"--server.port={port}", "--server.address=127.0.0.1",
-           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    from optim.store import Store
+
+    srv = Server(tmp_path_factory.mktemp("upload-home"), env=LIMITS)
+    srv.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"streamlit did not come up: {(home / 'streamlit.log').read_text()}"
-                )
-            time.sleep(0.25)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        yield base, home, Store(url)
+        yield srv.base, srv.home, Store(srv.url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        for pid in Store(url).runs()["pid"].dropna():  # a sweep worker this test started
-            try:
-                os.killpg(int(pid), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +81,6 @@ def digits_zip() -> bytes:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def settle(page, timeout: float = 60_000) -> None:
-    page.wait_for_timeout(150)
-    page.wait_for_selector(f"{APP}[data-test-connection-state='CONNECTED']", state="attached")
-    page.wait_for_selector(
-        f"{APP}[data-test-script-state='notRunning']", state="attached", timeout=timeout
-    )
 
 
 def healthy(page, name: str) -> None:
