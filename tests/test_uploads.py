@@ -420,9 +420,8 @@ def test_the_models_page_adds_reports_lists_and_removes_an_upload(home, digits):
     assert "digits — uploaded digits.onnx" in "\n".join(at.selectbox(key="model").options)
     assert at.selectbox(key="model").value == "digits"  # picked for the profile below
     assert any(m.value.startswith("**digits** — uploaded digits\\.onnx") for m in at.markdown)
-    at.switch_page("pages/sweep.py").run()
-    assert at.selectbox(key="model").value == "digits" and not at.exception
-    at.switch_page("pages/models.py").run()
+    # that the picked model follows to the Sweep page is checked in a real browser
+    # (tests/test_upload_browser.py): AppTest's switch_page re-enters through the landing page
     at.button(key="byo_remove_digits").click().run()
     assert not at.exception and uploads.names() == [] and not at.success
     assert "digits — " not in "\n".join(at.selectbox(key="model").options)
