@@ -137,23 +137,9 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--timeout", type=float)
     sub.add_parser("runs", help="list the stored runs")
     f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
-    f.add_argument("run", type=int)
-    f.add_argument("--floor", type=float, required=True)
-    f.add_argument(
-        "--relative", action="store_true", help="floor is a fraction of baseline accuracy"
-    )
-    f.add_argument("--max-size-mb", type=float)
-    f.add_argument("--max-latency-ms", type=float)
-    f.add_argument("--prefer", choices=("size", "latency"), default="size")
+    _constraint_args(f)
     rp = sub.add_parser("report", help="one-page decision report of a run (HTML or PDF)")
-    rp.add_argument("run", type=int)
-    rp.add_argument("--floor", type=float, required=True)
-    rp.add_argument(
-        "--relative", action="store_true", help="floor is a fraction of baseline accuracy"
-    )
-    rp.add_argument("--max-size-mb", type=float)
-    rp.add_argument("--max-latency-ms", type=float)
-    rp.add_argument("--prefer", choices=("size", "latency"), default="size")
+    _constraint_args(rp)
     rp.add_argument("--on", choices=tuple(fr.FLOOR_ON), default="accuracy",
                     help="what the floor applies to: the mean or the worst class's accuracy")  # fmt: skip
     rp.add_argument("--out", type=Path, required=True, help="report.html or report.pdf")
@@ -221,6 +207,18 @@ def pareto_flags(df: pd.DataFrame) -> list[bool]:
             ok.astype({"accuracy": float, "size_bytes": float, "latency_p50_ms": float})
         )
     ]
+
+
+def _constraint_args(p: argparse.ArgumentParser) -> None:
+    """A run and the floor and budgets its recommendation is made under (frontier, report)."""
+    p.add_argument("run", type=int)
+    p.add_argument("--floor", type=float, required=True)
+    p.add_argument(
+        "--relative", action="store_true", help="floor is a fraction of baseline accuracy"
+    )
+    p.add_argument("--max-size-mb", type=float)
+    p.add_argument("--max-latency-ms", type=float)
+    p.add_argument("--prefer", choices=("size", "latency"), default="size")
 
 
 def _cmd_models(args, out) -> None:

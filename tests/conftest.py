@@ -27,3 +27,16 @@ def fresh_store(tmp_path, monkeypatch):
 
 def pytest_report_header(config):
     return f"OPTIM test artifacts under a temporary OPTIM_HOME; cores={os.cpu_count()}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium for one browser test module (tests/browser.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

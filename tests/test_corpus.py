@@ -72,7 +72,10 @@ def test_every_technique_rows_or_reason(name, tmp_path_factory, fresh_store):
         # the config changed a weight: what is stored differs from the baseline's fp32
         assert row.storage != base.storage or row.precision != base.precision, row.label
         if row.bits and row.bits < 32:
-            assert any(w["container"] != "fp32" for w in row.storage["widths"]), (row.label, row.stored)
+            assert any(w["container"] != "fp32" for w in row.storage["widths"]), (
+                row.label,
+                row.stored,
+            )
         cells[type(plan[0]).__name__] = (
             f"{row.metric} {row.accuracy:.3f} ({row.acc_delta:+.3f}), {row.size_bytes / 1e3:.0f} KB"
             f" vs {base.size_bytes / 1e3:.0f}, {row.speedup:.2f}x {row.speed_verdict}"

@@ -15,7 +15,12 @@ import pytest
 
 from optim import ui
 from optim.store import Store
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Server, require_chromium, settle
+from tests.browser import (
+    SHOTS,
+    Server,
+    require_chromium,
+    settle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -53,14 +58,6 @@ def server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 # ------------------------------------------------------------------ helpers

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, Server, require_chromium, settle
+from tests.browser import (
+    SHOTS,
+    Server,
+    require_chromium,
+    settle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,14 +42,6 @@ def server(tmp_path_factory):
         yield srv.base, srv.home, Store(srv.url)
     finally:
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
