@@ -53,14 +53,14 @@ def headline_case(settings) -> pd.DataFrame:
     run_id = sweep("digits_cnn", grid(bits=(4, 8, 32), sparsity=(0.0, 0.5)), settings, store)
     ok, _ = ui.split_rows(store.results(run_id))
     rec = fr.recommend(ok, ui.constraints({}, ok))
-    head = ui.headline(rec, ok)
+    head = rec.headline
     base = ok[ok["is_baseline"]].iloc[0]
     rows = []
     for _, r in ok.iterrows():
         shipped = Path(r["artifact"]) / "model.onnx"
         fp32_exec = str(r["precision"]).startswith("fp32")
         rows.append({
-            "config": r["label"], "executed": r["precision"], "speed": ui.speed_text(r),
+            "config": r["label"], "executed": r["precision"], "speed": fr.speed_text(r),
             "fp32 claims a speed-up": fp32_exec and r["speed_verdict"] == "faster",
             "x smaller (row)": base["size_bytes"] / r["size_bytes"],
             "x smaller (files)": os.path.getsize(Path(base["artifact"]) / "model.onnx")

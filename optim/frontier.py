@@ -1,18 +1,21 @@
-"""Pareto frontiers and the "which config ships" recommendation (pure numpy, fast)."""
+"""Frontiers, the floor's rules and the "which config ships" recommendation, in numbers and in
+the one sentence every screen, the CLI and the report show (pure numpy, fast)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from optim.pareto import pareto_mask
+
 MAXIMIZED = frozenset({"accuracy", "acc_low", "acc_high", "agreement", "worst_class_acc"})
 PREFER = ("size", "latency")
 FLOOR_ON = {"accuracy": "mean accuracy", "worst_class_acc": "worst class's accuracy"}
-_CHUNK = 128  # candidates resolved per step of the n-D sweep
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -31,74 +34,6 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
 def fmt_ms(x: float) -> str:
     """Format milliseconds: ``fmt_ms(3.14)`` is ``"3.1 ms"``."""
     return f"{x:.2f} ms" if x < 1 else f"{x:.1f} ms" if x < 100 else f"{x:.0f} ms"
-
-
-def _leq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``m[i, j]``: row ``b[j]`` is <= row ``a[i]`` in every column but the first."""
-    return np.logical_and.reduce([b[None, :, d] <= a[:, None, d] for d in range(1, a.shape[1])])
-
-
-def _sweep3(u: np.ndarray) -> np.ndarray:
-    """3 columns: a row is dominated when an earlier front row is <= in columns 1 and 2."""
-    on, c1, c2 = np.ones(len(u), dtype=bool), np.array([-np.inf]), np.array([np.nan])
-    for s in range(0, len(u), _CHUNK):
-        a = u[s : s + _CHUNK]
-        k = np.searchsorted(c1, a[:, 1], side="right") - 1  # earlier rows with c1 <= own
-        dom = np.tril(_leq(a, a), -1).any(axis=1) | (np.fmin.accumulate(c2)[k] <= a[:, 2])
-        on[s : s + _CHUNK] = ~dom
-        c1, c2 = np.append(c1, a[~dom, 1]), np.append(c2, a[~dom, 2])
-        c1, c2 = c1[o := np.argsort(c1, kind="stable")], c2[o]
-    return on
-
-
-def _front(u: np.ndarray) -> np.ndarray:
-    """Non-dominated mask of unique, lexsorted, minimized rows: only earlier rows can dominate
-    later ones, so resolve a block of leading rows, then drop the later rows it dominates."""
-    if u.shape[1] <= 2:  # O(n log n): optimal rows set a new running minimum of the last column
-        cummin = np.minimum.accumulate(u[:, -1])
-        return np.concatenate([[True], cummin[1:] < cummin[:-1]])
-    on, rem = np.zeros(len(u), dtype=bool), np.arange(len(u))
-    while rem.size:
-        if u.shape[1] == 3 and on.sum() > 2 * _CHUNK:  # big front: switch to a bounded cost
-            on[rem] = _sweep3(u[rem])
-            break
-        head, rest = rem[:_CHUNK], rem[_CHUNK:]
-        front = head[~np.tril(_leq(u[head], u[head]), -1).any(axis=1)]
-        on[front] = True
-        rem = rest[~_leq(u[rest], u[front]).any(axis=1)]
-    return on
-
-
-def pareto_mask(values: np.ndarray, minimize: Sequence[bool]) -> np.ndarray:
-    """Mask of the non-dominated rows of ``values`` (rows are points, columns objectives).
-
-    Objectives are turned into lower-is-better, as in Optuna. A dominated row is no better than
-    another anywhere and worse somewhere, so identical rows are all non-dominated. NaN raises.
-
-    Args:
-        values: Array of shape ``(n_rows, n_objectives)``.
-        minimize: One flag per column, ``True`` where lower is better.
-
-    Example:
-        >>> pareto_mask(np.array([[0.9, 10.0], [0.8, 20.0], [0.95, 30.0]]), [False, True])
-        array([ True, False,  True])
-    """
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2 or len(minimize) != v.shape[1]:
-        raise ValueError(
-            "`values.shape == (n_rows, len(minimize))` must hold, but got "
-            f"values.shape={v.shape}, len(minimize)={len(minimize)}"
-        )
-    if (nan := np.isnan(v)).any():
-        row, col = (int(i) for i in np.argwhere(nan)[0])
-        raise ValueError(f"`values` must not contain NaN, but got NaN at row {row}, column {col}")
-    if v.size == 0:
-        return np.ones(v.shape[0], dtype=bool)
-    w = np.where(minimize, v, -v)
-    order = np.lexsort(w.T[::-1])  # by column 0, then 1, ...
-    s = w[order]
-    new = np.concatenate([[True], (s[1:] != s[:-1]).any(axis=1)])  # first of equal rows
-    return _front(s[new])[np.cumsum(new) - 1][np.argsort(order)]
 
 
 def _cols(df: pd.DataFrame, cols: Sequence[str], also: Sequence[str] = ()) -> list[np.ndarray]:
@@ -329,6 +264,83 @@ class Constraints:
             raise ValueError(f"`on in {tuple(FLOOR_ON)}` must hold, but got on={self.on!r}")
 
 
+SAME_SIZE = 0.05  # sizes within 5 % of the baseline's are "the same size"
+METRIC_NAMES = {"top1": "accuracy", "agreement": "agreement with the baseline",
+                "fidelity": "cosine similarity to the baseline"}  # fmt: skip
+
+
+def times(base: float, val: float, more: str, less: str, same: str) -> tuple[float | None, str]:
+    """Ratio ``base / val`` and its wording: ``times(9, 1, "smaller", "larger", "same size")``
+    is ``(9.0, "9.0× smaller")``; within :data:`SAME_SIZE` of 1 it is ``same``."""
+    ok = base is not None and val is not None and math.isfinite(base) and math.isfinite(val)
+    r = base / val if ok and val > 0 else None
+    if r is None:
+        return None, ""
+    if abs(r - 1) < SAME_SIZE:
+        return r, same
+    return r, f"{r:.1f}× {more}" if r > 1 else f"{1 / r:.1f}× {less}"
+
+
+def speed_text(row: Mapping[str, Any]) -> str:
+    """How a row's speed compares with the baseline's, in words that claim nothing beyond noise:
+    "2.9× faster (2.70–3.10)", "same speed as baseline (within noise)", "timing…"."""
+    verdict, ratio = row.get("speed_verdict"), row.get("speedup")
+    if not isinstance(verdict, str):
+        return "timing…"
+    if verdict == "baseline":
+        return "baseline"
+    if verdict == "same graph":
+        return "same speed (runs the baseline's graph)"
+    if verdict == "same":
+        return "same speed as baseline (within noise)"
+    lo, hi = (float(row.get(k, math.nan) or math.nan) for k in ("speedup_low", "speedup_high"))
+    known = math.isfinite(lo + hi) and lo > 0
+    if verdict == "faster":
+        return f"{ratio:.1f}× faster" + (f" ({lo:.2f}–{hi:.2f})" if known else "")
+    return f"{1 / ratio:.1f}× slower" + (f" ({1 / hi:.2f}–{1 / lo:.2f})" if known else "")
+
+
+def accuracy_text(row: Mapping[str, Any]) -> str:
+    """The paired accuracy change in words: "-1.2 points (p = 0.01)" only when McNemar's test
+    says so, else "same as baseline (within noise)"."""
+    verdict = row.get("acc_verdict")
+    if verdict == "same":
+        return "same as baseline (within noise)"
+    if verdict in ("better", "worse"):
+        return f"{100 * float(row['acc_delta']):+.1f} points (p = {float(row['acc_p']):.2g})"
+    return "baseline" if bool(row.get("is_baseline")) else ""
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The recommendation in words, written once (:func:`recommend`) for the Trade-offs card,
+    the CLI (:attr:`plain`) and the report.
+
+    Args:
+        text: The sentence, markdown: the config in **bold**.
+        config: The config's label, ``None`` when nothing qualifies.
+        smaller: "9.0× smaller", "same size", ... (vs the baseline).
+        faster: "2.9× faster", "same speed", ... (paired, beyond noise only).
+        accuracy: "97.2 %".
+        ci: "95 % CI 96.0–98.8 %".
+        detail: How many configs qualify, the paired differences, caveats.
+    """
+
+    text: str
+    config: str | None = None
+    smaller: str | None = None
+    faster: str | None = None
+    accuracy: str | None = None
+    ci: str | None = None
+    detail: str = ""
+
+    @property
+    def plain(self) -> str:
+        """Text and detail for a terminal: the config in `backticks`."""
+        text = self.text.replace(f"**{self.config}**", f"`{self.config}`")
+        return f"{text} {self.detail}".strip()
+
+
 @dataclass(frozen=True, eq=False)
 class Recommendation:
     """The outcome of :func:`recommend`.
@@ -343,6 +355,7 @@ class Recommendation:
         speedup: The recommended config's paired speed-up over the baseline (``2.9`` = 2.9x
             faster), 1.0 when it is the same speed within noise, ``None`` when not timed.
         constraints: The constraints it answers (charts draw the budgets from them).
+        headline: The same in parts, for the Trade-offs card and the report.
 
     Example:
         >>> recommend(df, Constraints(0.97)).message  # doctest: +SKIP
@@ -356,6 +369,11 @@ class Recommendation:
     size_ratio: float | None = None
     speedup: float | None = None
     constraints: Constraints | None = None
+    headline: Headline = Headline("")
+
+    def __post_init__(self) -> None:
+        if not self.headline.text:  # nothing to ship: the message is the whole headline
+            object.__setattr__(self, "headline", Headline(self.message))
 
 
 def baseline_index(df: pd.DataFrame) -> int | None:
@@ -375,26 +393,64 @@ def _pick(mask: np.ndarray, primary: np.ndarray, acc: np.ndarray, keys: np.ndarr
     return int(min(idx, key=lambda i: keys[i]))
 
 
-def _vs(base: float, val: float, more: str, less: str, same: str) -> tuple[float | None, str]:
-    """Ratio ``base / val`` and its wording, e.g. ``(2.9, "2.9x faster")``."""
-    r = base / val if math.isfinite(base) and math.isfinite(val) and val > 0 else None
-    if r is None or abs(r - 1) < 0.05:
-        return r, "" if r is None else same
-    return r, f"{r:.1f}x {more}" if r > 1 else f"{1 / r:.1f}x {less}"
-
-
 def _speed(df: pd.DataFrame, i: int, b: int | None) -> tuple[float | None, str]:
-    """Row ``i``'s paired speed-up and its wording: "2.9x faster" only when the speed-up's 95 %
-    interval excludes 1 (``speed_verdict``), else "same speed as baseline (within noise)"."""
+    """Row ``i``'s paired speed-up and its wording: "2.9× faster" only when the speed-up's 95 %
+    interval excludes 1 (``speed_verdict``), else "same speed"."""
     if b is None or i == b or "speedup" not in df.columns:
         return None, ""
     verdict, ratio = df["speed_verdict"].iloc[i], df["speedup"].iloc[i]
     if not isinstance(verdict, str) or ratio is None or not math.isfinite(float(ratio)):
         return None, ""  # not timed yet
     if verdict in SAME_SPEED:
-        return 1.0, "same speed as baseline (within noise)"
+        return 1.0, "same speed"
     ratio = float(ratio)
-    return ratio, f"{ratio:.1f}x faster" if ratio > 1 else f"{1 / ratio:.1f}x slower"
+    return ratio, f"{ratio:.1f}× faster" if ratio > 1 else f"{1 / ratio:.1f}× slower"
+
+
+def _ratios(df: pd.DataFrame, i: int, b: int | None, size: np.ndarray) -> tuple:
+    """(size ratio, speed-up) of row ``i`` over the baseline row ``b``."""
+    return times(size[b] if b is not None else math.nan, size[i], "", "", "")[0], _speed(df, i, b)[
+        0
+    ]
+
+
+def _headline(
+    df: pd.DataFrame, i: int, b: int | None, c: Constraints, where: str, k: int, floor: float
+) -> Headline:
+    """The one sentence for shipping row ``i``: "At a floor of F, ship **X**: 9.0× smaller, 2.9×
+    faster, accuracy 97.2 % (95 % CI 96.0–98.8 %)." and its detail."""
+    row, label = (
+        df.iloc[i],
+        str(df["label"].iloc[i] if "label" in df.columns else df["key"].iloc[i]),
+    )
+    if i == b:
+        text = f"{where}, no optimized config beats the baseline: keep **{label}**."
+        return Headline(text, label, detail=f"{k} of {len(df)} configs reach the floor.")
+    base_size = float(df["size_bytes"].iloc[b]) if b is not None else math.nan
+    smaller = times(base_size, float(row["size_bytes"]), "smaller", "larger", "same size")[1]
+    faster = _speed(df, i, b)[1]
+    acc = float(row[c.on])
+    lo, hi = (float(row[k]) if k in row and row[k] is not None else math.nan
+              for k in ("acc_low", "acc_high"))  # fmt: skip
+    ci = f"95 % CI {100 * lo:.1f}–{fmt_pct(hi)}" if math.isfinite(lo + hi) else None
+    plain = [fmt_bytes(row["size_bytes"]), f"{fmt_ms(float(row['latency_p50_ms']))} p50"]
+    facts = ", ".join([t for t in (smaller, faster) if t] or plain)
+    metric = METRIC_NAMES.get(row.get("metric"), "accuracy") if c.on == "accuracy" else (
+        "worst-class accuracy")  # fmt: skip
+    text = f"{where}, ship **{label}**: {facts}, {metric} {fmt_pct(acc)}"
+    text += f" ({ci})." if ci and c.on == "accuracy" else "."
+    best = "smallest" if c.prefer == "size" else "fastest"
+    detail = f"{k} of {len(df)} configs reach the floor; this is the {best} of them."
+    vs = [f"{what}: {t}" for what, t in (("Accuracy vs baseline", accuracy_text(row)),
+                                           ("speed", speed_text(row))) if t]  # fmt: skip
+    if b is not None and vs:
+        detail += f" {'; '.join(vs)}."
+    if ci and lo < floor and c.on == "accuracy":
+        detail += " Its 95 % CI dips below the floor, so the margin is within noise."
+    if c.on != "accuracy":
+        detail += (" The floor applies to each config's worst class, measured on that class's "
+                   "few examples.")  # fmt: skip
+    return Headline(text, label, smaller or None, faster or None, fmt_pct(acc), ci, detail)
 
 
 def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
@@ -447,28 +503,10 @@ def recommend(df: pd.DataFrame, constraints: Constraints) -> Recommendation:
         return Recommendation(None, feasible, floor, None, msg, constraints=c)
     if feasible.any():
         i = _pick(feasible, size if c.prefer == "size" else lat, acc, keys)
-        base = size[b] if b is not None else math.nan
-        size_ratio, smaller = _vs(base, size[i], "smaller", "larger", "about the same size")
-        speedup, faster = _speed(df, i, b)
-        lo, hi = (float(df[k].iloc[i]) if k in df else math.nan for k in ("acc_low", "acc_high"))
-        ci = f" (95 % CI {100 * lo:.1f}-{fmt_pct(hi)})" if math.isfinite(lo + hi) else ""
         where = f"At a floor of {floor_txt}" + (f" within the {budget_txt}" if budgets else "")
-        plain = [fmt_bytes(size[i]), f"{fmt_ms(p50[i])} p50"]  # when there is no baseline
-        facts = [t for t in (smaller, faster) if t] or plain
-        msg = (
-            f"{where}, {int(feasible.sum())} of {n} configs qualify; ship `{labels[i]}`, the "
-            f"{'smallest' if c.prefer == 'size' else 'fastest'}: {', '.join(facts)}, "
-            + (
-                f"accuracy {fmt_pct(acc[i])}{ci}."
-                if c.on == "accuracy"
-                else f"worst-class accuracy {fmt_pct(acc[i])}."
-            )
-        )
-        if i == b:
-            msg = f"{where}, no optimized config beats the baseline: keep `{labels[i]}` as is."
-        elif ci and lo < floor and c.on == "accuracy":
-            msg += " Its 95 % CI dips below the floor, so the margin is within noise."
-        return Recommendation(keys[i], feasible, floor, None, msg, size_ratio, speedup, c)
+        head = _headline(df, i, b, c, where, int(feasible.sum()), floor)
+        rec = (keys[i], feasible, floor, None, head.plain)
+        return Recommendation(*rec, *_ratios(df, i, b, size), c, head)
 
     miss = np.clip(1 - acc / floor, 0, None) if floor else np.zeros(n)
     short = over + np.where(np.isnan(acc), np.inf, miss)  # normalized shortfall

@@ -100,11 +100,8 @@ def check_out(path: str | Path) -> Path:
 
 
 def _times(a: float, b: float, more: str, less: str, same: str) -> str:
-    """``a / b`` in words: "2.1x smaller"; within 5 % of 1 it is ``same``."""
-    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
-        return ""
-    r = a / b
-    return same if abs(r - 1) < 0.05 else f"{r:.1f}x {more}" if r > 1 else f"{1 / r:.1f}x {less}"
+    """``a / b`` in words (:func:`optim.frontier.times`): "2.1× smaller"."""
+    return fr.times(float(a), float(b), more, less, same)[1]
 
 
 def _points(d: float) -> str:
@@ -199,10 +196,10 @@ def candidates(ok: pd.DataFrame, rec: fr.Recommendation, n: int = TOP) -> pd.Dat
             "": "★" if pick[k] else "",
             "config": str(r["label"]),
             "accuracy (95 % CI)": fr.fmt_pct(r["accuracy"]) + ci,
-            "accuracy vs baseline": ui.accuracy_text(r),
+            "accuracy vs baseline": fr.accuracy_text(r),
             "size": fr.fmt_bytes(r["size_bytes"]) + (f" ({ratio})" if ratio else ""),
             "p50": fr.fmt_ms(r["latency_p50_ms"]) if math.isfinite(r["latency_p50_ms"]) else "not timed",
-            "speed vs baseline": ui.speed_text(r),
+            "speed vs baseline": fr.speed_text(r),
             "qualifies": "yes" if feasible[k] else "no",
         })  # fmt: skip
     return pd.DataFrame(out)
@@ -254,18 +251,11 @@ def build_report(run: dict, ok: pd.DataFrame, constraints: fr.Constraints) -> Re
     ``constraints``; ``ValueError`` when no row is measured."""
     if not len(ok):
         raise ValueError(f"run {run.get('id')} has no measured results")
-    c, rec = constraints, fr.recommend(ok, constraints)
-    head = ui.headline(rec, ok)
-    where = f"At a floor of {fr.fmt_pct(rec.floor_value)}"
-    where += f" ({100 * c.floor:g} % of baseline)" if c.relative else ""
-    where += f" on the {fr.FLOOR_ON[c.on]}" if c.on != "accuracy" else ""
-    budgets = [f"{fr.fmt_bytes(c.max_size_bytes)} size"] if c.max_size_bytes else []
-    budgets += [f"{fr.fmt_ms(c.max_latency_ms)} p50"] if c.max_latency_ms else []
-    if budgets:
-        where += f" within the {' and '.join(budgets)} budget{'s' * (len(budgets) > 1)}"
+    rec = fr.recommend(ok, constraints)
+    head = rec.headline
     steps = relax_steps(ok, rec)
     return Report(
-        run, ok, rec, head.text.replace("At this floor", where, 1), head.detail,
+        run, ok, rec, head.text, head.detail,
         tuple(dict.fromkeys(s.constraint for s in steps if s.relax)), steps,
         candidates(ok, rec), measurement_facts(run, ok), recipe_hash(run.get("spec") or {}),
     )  # fmt: skip

@@ -18,6 +18,7 @@ import pandas as pd
 
 from optim import frontier as fr
 from optim.charts import regressions, short_id
+from optim.frontier import accuracy_text, speed_text  # noqa: F401 - re-exported (optim.cli)
 from optim.store import run_state  # noqa: F401 - re-exported: torch-free, asked on every page
 
 PAGES = ("models", "sweep", "tradeoffs", "sensitivity", "compare", "export")  # app.py's url paths
@@ -244,97 +245,6 @@ def measure_resolution(n: int, accuracy: float) -> float:
 
 
 # ------------------------------------------------------------------ what the page says
-
-
-@dataclass(frozen=True)
-class Headline:
-    """The recommendation card: a sentence and its numbers, formatted."""
-
-    text: str
-    config: str | None = None
-    smaller: str | None = None
-    faster: str | None = None
-    accuracy: str | None = None
-    ci: str | None = None
-    detail: str = ""  # how many configs qualify, and whether the CI clears the floor
-
-
-def _times(ratio: float | None, more: str, less: str) -> str | None:
-    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
-        return None
-    return f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
-
-
-def speed_text(row: Mapping[str, Any]) -> str:
-    """How a row's speed compares with the baseline's, in words that claim nothing beyond noise:
-    "2.9× faster (2.7–3.1)", "same speed as baseline (within noise)", "timing…"."""
-    verdict, ratio = row.get("speed_verdict"), row.get("speedup")
-    if not isinstance(verdict, str):
-        return "timing…"
-    if verdict == "baseline":
-        return "baseline"
-    if verdict == "same graph":
-        return "same speed (runs the baseline's graph)"
-    if verdict == "same":
-        return "same speed as baseline (within noise)"
-    lo, hi = float(row["speedup_low"]), float(row["speedup_high"])
-    if verdict == "faster":
-        return f"{ratio:.1f}× faster ({lo:.2f}–{hi:.2f})"
-    return f"{1 / ratio:.1f}× slower ({1 / hi:.2f}–{1 / lo:.2f})"
-
-
-def accuracy_text(row: Mapping[str, Any]) -> str:
-    """The paired accuracy change in words: "-1.2 points (p = 0.01)" only when McNemar's test
-    says so, else "same as baseline (within noise)"."""
-    verdict = row.get("acc_verdict")
-    if verdict == "same":
-        return "same as baseline (within noise)"
-    if verdict in ("better", "worse"):
-        return f"{100 * float(row['acc_delta']):+.1f} points (p = {float(row['acc_p']):.2g})"
-    return "baseline" if bool(row.get("is_baseline")) else ""
-
-
-def headline(rec: fr.Recommendation, ok: pd.DataFrame) -> Headline:
-    """The card: "At this floor, ship CONFIG: N× smaller, M× faster, accuracy A (95 % CI)"."""
-    if rec.key is None:
-        return Headline(rec.message)
-    row = ok[ok["key"] == rec.key].iloc[0]
-    smaller = _times(rec.size_ratio, "smaller", "larger")
-    if rec.size_ratio is not None and abs(rec.size_ratio - 1) < 0.05:
-        smaller = "same size"
-    faster = None
-    if rec.speedup is not None and rec.speedup != 1.0:
-        faster = _times(rec.speedup, "faster", "slower")
-    elif rec.speedup == 1.0:
-        faster = "same speed"
-    acc, lo, hi = (float(row[c]) for c in ("accuracy", "acc_low", "acc_high"))
-    ci = f"95 % CI {100 * lo:.1f}–{fr.fmt_pct(hi)}" if math.isfinite(lo + hi) else None
-    facts = ", ".join(f for f in (smaller, faster) if f)
-    text = f"At this floor, ship **{row['label']}**: " + (f"{facts}, " if facts else "")
-    metric = {"top1": "accuracy", "agreement": "agreement with the baseline",
-              "fidelity": "cosine similarity to the baseline"}.get(row.get("metric"), "accuracy")  # fmt: skip
-    text += f"{metric} {fr.fmt_pct(acc)}" + (f" ({ci})" if ci else "") + "."
-    if bool(row["is_baseline"]):
-        text = f"At this floor, no optimized config beats the baseline: keep **{row['label']}**."
-    c = rec.constraints
-    budgets = [t for t, v in (("size", c.max_size_bytes), ("latency", c.max_latency_ms)) if v]
-    within = (
-        f" within the {' and '.join(budgets)} budget{'s' * (len(budgets) > 1)}" if budgets else ""
-    )
-    detail = (
-        f"{int(rec.feasible.sum())} of {len(ok)} configs reach the floor of "
-        f"{fr.fmt_pct(rec.floor_value)}{within}; this is the "
-        f"{'smallest' if c.prefer == 'size' else 'fastest'} of them."
-    )
-    if not bool(row["is_baseline"]):
-        detail += f" Accuracy vs baseline: {accuracy_text(row)}; speed: {speed_text(row)}."
-    if ci and lo < rec.floor_value and c.on == "accuracy":
-        detail += " Its 95 % CI dips below the floor, so the margin is within noise."
-    if c.on != "accuracy":
-        worst = float(row.get("worst_class_acc", math.nan))
-        detail += (f" The floor applies to each config's worst class: this one's is "
-                   f"{fr.fmt_pct(worst)}, measured on that class's few examples.")  # fmt: skip
-    return Headline(text, str(row["label"]), smaller, faster, fr.fmt_pct(acc), ci, detail)
 
 
 def flags(ok: pd.DataFrame) -> pd.DataFrame:

@@ -38,12 +38,12 @@ config = st.selectbox(
 row = ok[ok["key"] == config].iloc[0]
 
 accuracy, size, latency, executed = st.columns([1, 1, 1, 2])
-accuracy.metric("Accuracy", fr.fmt_pct(row["accuracy"]), help=ui.accuracy_text(row))
+accuracy.metric("Accuracy", fr.fmt_pct(row["accuracy"]), help=fr.accuracy_text(row))
 size.metric("Size (.onnx)", fr.fmt_bytes(row["size_bytes"]))
 timed = row["latency_p50_ms"] == row["latency_p50_ms"]
 latency.metric(
     "Latency p50", fr.fmt_ms(row["latency_p50_ms"]) if timed else "timing…",
-    help=ui.speed_text(row),
+    help=fr.speed_text(row),
 )  # fmt: skip
 executed.metric("Executed as", str(row["precision"]))
 st.caption(

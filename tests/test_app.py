@@ -96,7 +96,7 @@ def shape(fig: dict, name: str) -> dict:
 
 
 def headline(at: AppTest) -> str:
-    texts = [m.value for m in at.markdown if m.value.startswith("At this floor")]
+    texts = [m.value for m in at.markdown if m.value.startswith("At a floor of")]
     return texts[0] if texts else " | ".join(w.value for w in at.warning)
 
 
@@ -435,7 +435,7 @@ def test_headline_claims_no_speed_change_within_timing_noise(rows):
         noisy.loc[at, ["latency_p50_ms", "speedup", "speedup_low", "speedup_high"]] = (
             p50, speedup, lo, hi)  # fmt: skip
         noisy.loc[at, "speed_verdict"] = verdict
-        head = ui.headline(fr.recommend(noisy, fr.Constraints(0.5)), noisy)
+        head = fr.recommend(noisy, fr.Constraints(0.5)).headline
         assert head.faster == claim
         claims = "faster" in head.text.split("Accuracy vs")[0] or "slower" in head.text
         assert claims == (verdict in ("faster", "slower"))

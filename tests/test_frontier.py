@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import optim.frontier as fr
+import optim.pareto as pareto
 from optim.frontier import Constraints, fmt_bytes, fmt_pct, frontier, pareto_mask, recommend
 
 
@@ -75,7 +76,7 @@ def test_pareto_mask_rejects_shape_mismatch() -> None:
 def test_pareto_mask_matches_brute_force(
     n_obj: int, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fr, "_CHUNK", chunk)  # small blocks exercise the large-front sweep
+    monkeypatch.setattr(pareto, "_CHUNK", chunk)  # small blocks exercise the large-front sweep
     rng = np.random.default_rng(n_obj * 100 + chunk)
     for _ in range(40):
         values = rng.integers(0, 6, size=(int(rng.integers(1, 90)), n_obj)).astype(float)
@@ -137,8 +138,8 @@ def test_relative_floor_uses_the_baseline() -> None:
     assert rec.size_ratio == pytest.approx(44_700_000 / 3_950_000)
     assert rec.speedup == pytest.approx(10.0 / 3.4)
     assert "97.2 % (99 % of baseline)" in rec.message
-    assert "int4 w/channel + prune 50%" in rec.message and "11.3x smaller" in rec.message
-    assert "2.9x faster" in rec.message and "95 % CI 96.0-98.8 %" in rec.message
+    assert "int4 w/channel + prune 50%" in rec.message and "11.3× smaller" in rec.message
+    assert "2.9× faster" in rec.message and "95 % CI 96.0–98.8 %" in rec.message
     with pytest.raises(ValueError):
         rec.feasible[0] = False  # read-only
 

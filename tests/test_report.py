@@ -72,11 +72,11 @@ def test_a_lower_floor_buys_the_next_frontier_point():
     assert rep.key == "k1"
     relax, tighten = report.relax_steps(df, rep)
     assert (relax.constraint, relax.key, tighten.key) == ("floor", "k2", "k0")
-    # the floor drops to c2's 96.5 %, 0.5 points; c2 is 2x smaller and 1.5x faster than c1
+    # the floor drops to c2's 96.5 %, 0.5 points; c2 is 2x smaller and 1.5× faster than c1
     assert relax.change == "0.5 points lower floor (96.5 %)"
-    assert relax.outcome == "ship `c2`: 2.0x smaller, 1.5x faster, accuracy 96.5 %"
+    assert relax.outcome == "ship `c2`: 2.0× smaller, 1.5× faster, accuracy 96.5 %"
     assert tighten.change == "1.0 points higher floor (98.0 %)"
-    assert tighten.outcome.startswith("ship `c0`: 2.0x larger, 1.3x slower")
+    assert tighten.outcome.startswith("ship `c0`: 2.0× larger, 1.3× slower")
 
 
 def test_a_budget_that_binds_says_what_it_would_buy():
@@ -85,7 +85,7 @@ def test_a_budget_that_binds_says_what_it_would_buy():
     steps = report.relax_steps(df, rec)
     assert rec.key == "k1" and [s.constraint for s in steps if s.relax] == ["latency"]
     assert steps[0].change == "p50 budget 3.0 ms instead of 2.5 ms"
-    assert steps[0].key == "k2" and "2.0x smaller" in steps[0].outcome
+    assert steps[0].key == "k2" and "2.0× smaller" in steps[0].outcome
     nothing = fr.recommend(df, fr.Constraints(0.99))
     (step,) = report.relax_steps(df, nothing)
     assert nothing.key is None and step.key == "k0"  # 1 point lower: the baseline qualifies

@@ -226,7 +226,7 @@ def _ratio(col, ratio: str | None, label: str, value: str, help: str) -> None:
 
 def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
     """The answer for the product manager: which config ships and what it buys."""
-    head = ui.headline(rec, ok)
+    head = rec.headline
     with st.container(border=True, key="headline"):
         if head.config is None:
             st.warning(head.text, icon=":material/block:")
@@ -235,7 +235,7 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         row, base = ok[ok["key"] == rec.key].iloc[0], ui.baseline(ok)
         delta, color, arrow = None, "normal", "auto"
         if base is not None and not row["is_baseline"]:
-            delta = ui.accuracy_text(row)
+            delta = fr.accuracy_text(row)
             if row.get("acc_verdict") not in ("better", "worse"):
                 color, arrow = "off", "off"  # no arrow for a difference within noise
         ship, size, speed, acc = st.columns([2.2, 1, 1, 1.2])
