@@ -24,6 +24,7 @@ SCREENS = (  # url path, file, title, icon: in the order of the workflow
     ("sensitivity", "pages/sensitivity.py", "Sensitivity", ":material/tune:"),
     ("compare", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("export", "pages/export.py", "Export", ":material/download:"),
+    ("glossary", "pages/glossary.py", "Glossary", ":material/menu_book:"),
 )
 
 if common.locked():  # OPTIM_TOKEN is set and this session has not given it: nothing else shows

@@ -21,7 +21,15 @@ from optim.charts import regressions, short_id
 from optim.frontier import accuracy_text, speed_text  # noqa: F401 - re-exported (optim.cli)
 from optim.store import run_state  # noqa: F401 - re-exported: torch-free, asked on every page
 
-PAGES = ("models", "sweep", "tradeoffs", "sensitivity", "compare", "export")  # app.py's url paths
+PAGES = (
+    "models",
+    "sweep",
+    "tradeoffs",
+    "sensitivity",
+    "compare",
+    "export",
+    "glossary",
+)  # url paths
 PREFER = {"size": "Smallest", "latency": "Fastest"}
 DEFAULTS: dict[str, Any] = {
     "run": None,  # None: the newest run

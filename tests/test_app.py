@@ -122,8 +122,25 @@ def staged_run(store: Store, run_id: int, status: str, error: str | None = None)
 def test_every_page_renders_with_an_empty_store(empty_store, page):
     at = healthy(app(page=page))
     assert at.title[0].value.lower().replace("-", "").startswith(page[:5])
-    if page in ("tradeoffs", "export", "compare"):
+    if page in ("tradeoffs", "export"):  # the welcome: what the tool does, how to start
+        assert any("No runs yet" in m.value for m in at.markdown)
+        assert at.button(key="quick_start").label.startswith("Run a quick sweep")
+    if page == "compare":
         assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_the_welcome_starts_a_quick_sweep_in_one_click(empty_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTIM_HOME", str(tmp_path))
+    from optim import sweep
+
+    at = healthy(app(page="tradeoffs"))
+    at.button(key="quick_start").click().run()
+    runs = empty_store.runs()
+    assert len(runs) == 1 and runs["model"].iloc[0] == "digits_cnn"
+    run_id = int(runs["id"].iloc[0])
+    sweep.cancel(empty_store, run_id)  # the run itself is the sweep tests' to check
+    assert at.session_state["run"] == run_id and not at.exception
+    assert len(runs["spec"].iloc[0]["plans"]) == 6  # fp32, 8-bit, 4-bit x 0 and 50 % pruning
 
 
 @pytest.mark.parametrize("page", SCREENS)

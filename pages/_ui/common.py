@@ -203,8 +203,9 @@ def current() -> Current | None:
     """The run picked in the sidebar with its rows, or None (after saying why)."""
     run_id = st.session_state.get("run")
     if run_id is None:
-        st.info("No runs yet. Start a sweep to measure what each optimization buys and costs.")
-        st.page_link("pages/sweep.py", label="Go to Sweep", icon=":material/play_arrow:")
+        from pages._ui.welcome import welcome
+
+        welcome()  # an empty store: what the tool does and a one-click start
         return None
     try:
         run = store().run(int(run_id))

@@ -11,6 +11,7 @@ import streamlit as st
 from optim import plan as plans
 from optim import sweep, ui
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
+from optim.glossary import tip
 from pages._ui import common
 
 BITS = (2, 3, 4, 5, 6, 8, 16, 32)
@@ -52,7 +53,7 @@ def grid_form(model: str) -> list[tuple]:
         default=[0.0, 0.5],
         key="sweep_sparsity",
         format_func=lambda s: f"{s:.0%}",
-        help="Fraction of weights (or channels) removed",
+        help="Fraction of weights (or channels) removed. " + tip("pruning"),
     )
     students = students_col.multiselect(
         "Distilled students",
@@ -74,15 +75,14 @@ def grid_form(model: str) -> list[tuple]:
         "Structured pruning",
         key="sweep_structured",
         disabled="StructuredPrune" in na,
-        help=na.get("StructuredPrune")
-        or "Remove whole channels: smaller and faster, usually less accurate",
+        help=na.get("StructuredPrune") or tip("structured pruning"),
     )
     grans = scales_col.multiselect(
         "Scales",
         ["channel", "tensor"],
         default=["channel"],
         key="sweep_granularity",
-        help="One scale per output channel, or one per tensor",
+        help=tip("per-channel"),
     )
     mode = int8_col.selectbox(
         "8-bit mode",

@@ -12,16 +12,17 @@ import streamlit as st
 
 from optim import charts, ui
 from optim import frontier as fr
+from optim.glossary import tip
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 COLUMNS = {
     "config": st.column_config.TextColumn("Config", pinned=True),
     "family": st.column_config.TextColumn("Family"),
     "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
-    "ci_low": st.column_config.NumberColumn("CI low", format="percent", help="95 % bootstrap"),
-    "ci_high": st.column_config.NumberColumn("CI high", format="percent", help="95 % bootstrap"),
+    "ci_low": st.column_config.NumberColumn("CI low", format="percent", help=tip("CI")),
+    "ci_high": st.column_config.NumberColumn("CI high", format="percent", help=tip("CI")),
     "agreement": st.column_config.NumberColumn(
-        "Agreement", format="percent", help="Same prediction as the baseline"
+        "Agreement", format="percent", help=tip("agreement")
     ),
     "vs baseline": st.column_config.TextColumn(
         "Accuracy vs baseline", help="Paired on the same test examples (McNemar's exact test)"
@@ -33,25 +34,21 @@ COLUMNS = {
         "Size", format="bytes", help="Bytes of the .onnx file that ships and runs"
     ),
     "smaller": st.column_config.NumberColumn("× smaller", format="%.1f×"),
-    "download_bytes": st.column_config.NumberColumn(
-        "Download", format="bytes", help="The same file zstd-compressed (.onnx.zst)"
-    ),
+    "download_bytes": st.column_config.NumberColumn("Download", format="bytes", help=tip("zstd")),
     "peak_rss_bytes": st.column_config.NumberColumn(
         "Peak memory", format="bytes", help="Peak resident memory of a fresh process running it"
     ),
-    "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms", help="Batch 1, ORT CPU"),
+    "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms", help=tip("p50")),
     "p50 95 % CI": st.column_config.TextColumn("p50 95 % CI (ms)"),
     "speed": st.column_config.TextColumn(
         "Speed vs baseline",
         help="Paired over interleaved timing rounds; faster or slower only when the 95 % "
         "interval of the speed-up excludes 1",
     ),
-    "p90_ms": st.column_config.NumberColumn("p90", format="%.3f ms"),
+    "p90_ms": st.column_config.NumberColumn("p90", format="%.3f ms", help=tip("p90")),
     "executed": st.column_config.TextColumn("Executed as"),
     "stored": st.column_config.TextColumn("Stored as"),
-    "pareto": st.column_config.CheckboxColumn(
-        "Pareto", help="On the accuracy/size/latency frontier"
-    ),
+    "pareto": st.column_config.CheckboxColumn("Pareto", help=tip("Pareto frontier")),
     "qualifies": st.column_config.CheckboxColumn("Qualifies", help="Meets the floor and budgets"),
     "flags": st.column_config.TextColumn("Flags"),
 }
@@ -99,7 +96,7 @@ def floor_controls(
         step=0.001,
         format="percent",
         key="floor",
-        help="The lowest accuracy you would ship",
+        help=tip("accuracy floor"),
     )
     ss["floor_box"] = round(100 * ss["floor"], 3)
     box_col.number_input(
@@ -416,7 +413,7 @@ MODEL_COLUMNS = {
     "input": st.column_config.TextColumn("Input"),
     "accuracy": st.column_config.NumberColumn("Baseline accuracy", format="percent"),
     "size_bytes": st.column_config.NumberColumn("Size", format="bytes"),
-    "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms"),
+    "p50_ms": st.column_config.NumberColumn("p50", format="%.3f ms", help=tip("p50")),
     "params": st.column_config.NumberColumn("Params", format="compact"),
     "flops": st.column_config.NumberColumn("FLOPs", format="compact"),
     "weights": st.column_config.TextColumn("Weights"),
