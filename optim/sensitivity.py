@@ -36,7 +36,7 @@ from optim.techniques.prune import _smallest_mask
 from optim.techniques.quantize import quantize_array
 
 COLUMNS = (
-    "layer", "op", "kind", "setting", "accuracy", "accuracy_drop", "output_noise", "params",
+    "layer", "name", "op", "kind", "setting", "accuracy", "accuracy_drop", "output_noise", "params",
     "params_share", "latency_share",
 )  # fmt: skip
 
@@ -137,7 +137,7 @@ def sensitivity(
     for node in graph.model.graph.node:
         for name in node.input[1:2]:
             consumer.setdefault(name, node)
-    rows = []
+    rows, names = [], layer_names(graph.model)
     for layer, axis in weight_initializers(graph.model).items():
         w = numpy_helper.to_array(inits[layer])
         variants = [("quantize", b, quantize_array(w, b, axis, True)) for b in bits]
@@ -149,7 +149,7 @@ def sensitivity(
             z = _logits(_only(graph, layer, enc), calib.x, threads, source.output)
             acc = _calib_score(z, z0, ref, source.metric)
             rows.append({
-                "layer": layer, "op": node.op_type, "kind": kind, "setting": setting,
+                "layer": layer, "name": names.get(layer, layer), "op": node.op_type, "kind": kind, "setting": setting,
                 "accuracy": acc, "accuracy_drop": base_acc - acc,
                 "output_noise": float(np.mean((z - z0) ** 2)) / scale, "params": int(w.size),
                 "params_share": w.size / total, "latency_share": shares.get(node.name, np.nan),
@@ -157,6 +157,35 @@ def sensitivity(
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df.attrs["baseline_accuracy"] = base_acc
     return df
+
+
+def layer_names(model: onnx.ModelProto) -> dict[str, str]:
+    """Each weight initializer's layer in words, numbered by kind in graph order:
+    ``{"0.weight": "conv 1 (1→32, 3×3)", "fc.weight": "linear 1 (128→10)"}``."""
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    out: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        w = node.input[1]
+        dims = inits.get(w)
+        if dims is None or w in out:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv" and len(dims) >= 3:
+            groups, (o, i) = int(attrs.get("group", 1)), dims[:2]
+            kind = "depthwise conv" if groups > 1 and groups == o else "conv"
+            what = f"{i * groups}→{o}, {'×'.join(str(d) for d in dims[2:])}"
+        elif len(dims) == 2:
+            kind = "linear"
+            i, o = dims[::-1] if node.op_type == "Gemm" and attrs.get("transB") else dims
+            what = f"{i}→{o}"
+        else:
+            kind, what = node.op_type.lower(), "×".join(map(str, dims))
+        counts[kind] = counts.get(kind, 0) + 1
+        out[w] = f"{kind} {counts[kind]} ({what})"
+    return out
 
 
 def _only(graph: Graph, layer: str, enc: Encoding) -> onnx.ModelProto:

@@ -27,6 +27,8 @@ def sensitivity_figure(df: pd.DataFrame) -> go.Figure:
     df = df.assign(
         col=[setting_label(k, s) for k, s in zip(df["kind"], df["setting"], strict=True)]
     )
+    if "name" in df.columns:  # "conv 2 (32→64, 3×3)", not the initializer's "0.weight"
+        df = df.assign(layer=df["name"].fillna(df["layer"]))
     layers = list(dict.fromkeys(df["layer"]))
     cols = list(
         dict.fromkeys(df.sort_values(["kind", "setting"], ascending=[False, False])["col"])

@@ -44,7 +44,7 @@ worst = df.sort_values("accuracy_drop", ascending=False).head(3)
 st.markdown(
     "**Most sensitive:** "
     + ", ".join(
-        f"`{r.layer}` ({r.kind} {r.setting:g}: −{100 * r.accuracy_drop:.1f} pts)"
+        f"**{r.name}** `{r.layer}` ({r.kind} {r.setting:g}: −{100 * r.accuracy_drop:.1f} pts)"
         for r in worst.itertuples()
     )  # fmt: skip
 )

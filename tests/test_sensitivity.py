@@ -59,3 +59,15 @@ def test_sweep_page_starts_a_background_search(tmp_path, monkeypatch):
         time.sleep(1)
     assert store.run(run["id"])["status"] == "done", store.run(run["id"])["error"]
     assert len(store.results(run["id"])) >= 2
+
+
+def test_layers_are_named_by_kind_and_shape_not_by_initializer():
+    from optim.build import build
+    from optim.sensitivity import layer_names
+    from optim.sources import get_source
+
+    graph, _ = build(get_source("digits_cnn"), ())
+    names = layer_names(graph.model)
+    assert names["0.weight"] == "conv 1 (1→32, 3×3)"
+    assert names["2.weight"] == "conv 2 (32→64, 3×3)"
+    assert names["9.weight"] == "linear 1 (256→10)"
