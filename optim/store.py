@@ -1,16 +1,23 @@
 """The run store: runs and their result rows, in SQLAlchemy (a SQLite file by default).
 
-``OPTIM_DB_URL`` (a SQLAlchemy URL) overrides the default ``sqlite:///$OPTIM_HOME/runs.db``;
-``OPTIM_HOME`` (default ``~/.optim``) also holds artifacts and caches. Each result row is
-committed on its own, so a sweep killed at any point keeps every finished row; a unique
-(run, key) constraint makes duplicates impossible.
+``OPTIM_DB_URL`` (a SQLAlchemy URL, e.g. ``postgresql+psycopg://user@host/db``) overrides the
+default ``sqlite:///$OPTIM_HOME/runs.db``; ``OPTIM_HOME`` (default ``~/.optim``) also holds
+artifacts and caches. Opening a store migrates its schema (Alembic, :mod:`optim.migrations`).
+Each result row is committed on its own, so a sweep killed at any point keeps every finished
+row; a unique (run, key) constraint makes duplicates impossible, which also makes every write
+safe to retry: on PostgreSQL a write that loses its connection (a server restart) is retried
+until the server is back (:data:`RETRY_S`). On SQLite, writers take the lock up front
+(``BEGIN IMMEDIATE``) and wait for it up to 30 s, so two sweeps and the dashboard share a file.
+A run's *lease* (:meth:`Store.claim`) lets one driver at a time execute it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +34,14 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    or_,
     select,
+    update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from optim import migrations
 from optim.rows import COLUMNS as RESULT_COLUMNS
 from optim.rows import Row
 
@@ -42,7 +52,20 @@ def home() -> Path:
 
 
 def db_url() -> str:
-    return os.environ.get("OPTIM_DB_URL") or f"sqlite:///{home() / 'runs.db'}"
+    """``OPTIM_DB_URL``, else the SQLite file in :func:`home`; ``postgresql://`` means psycopg 3."""
+    url = os.environ.get("OPTIM_DB_URL") or f"sqlite:///{home() / 'runs.db'}"
+    return _driver(url)
+
+
+def _driver(url: str) -> str:
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url.removeprefix(bare)
+    return url
+
+
+RETRY_S = 60.0  # how long a write waits for a lost database server (a restart) to come back
+NAME_MAX, NOTES_MAX = 80, 2000
 
 
 def _now() -> dt.datetime:
@@ -66,6 +89,10 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     updated: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the user's label
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)  # its driver
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)  # UTC
 
 
 class Result(Base):
@@ -82,91 +109,199 @@ class Result(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
 
+def _retrying(method):
+    """Retry ``method`` while the database server is unreachable (PostgreSQL restarting), up to
+    :data:`RETRY_S`. Every store write is idempotent (rows are unique by (run, key)), so a write
+    whose commit was lost with its connection is simply written again."""
+
+    @functools.wraps(method)
+    def retried(self: Store, *args, **kwargs):
+        deadline, pause = time.monotonic() + RETRY_S, 0.1
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except DBAPIError as e:
+                lost = e.connection_invalidated or isinstance(e, OperationalError)
+                if self.engine.dialect.name == "sqlite" or not lost:
+                    raise  # SQLite waits for its lock itself (busy timeout); others are real
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+
+    return retried
+
+
 class Store:
     """A handle on the run store.
 
     Example:
         >>> store = Store("sqlite:///:memory:")
         >>> run_id = store.create_run("digits_cnn", {"plans": []})
+        >>> store.rename(run_id, name="int8 baseline")
+        >>> store.claim(run_id, "host:4242"), store.claim(run_id, "host:4343")
+        (True, False)
     """
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or db_url()
+        self.url = _driver(url or db_url())
         try:
             if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
                 Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(self.url, connect_args=_connect_args(self.url))
-            if self.url.startswith("sqlite"):
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
+            self.engine = _engine(self.url)
+            self._writer = sessionmaker(self.engine.execution_options(optim_write=True))
+            self._migrate()
         except (OSError, SQLAlchemyError) as e:
             reason = str(e.orig if hasattr(e, "orig") else e).splitlines()[0]
             raise ValueError(f"run store {self.url!r} is not writable ({reason})") from None
 
+    @_retrying
+    def _migrate(self) -> None:
+        with self.engine.connect() as conn:  # the cheap check: already at head?
+            if migrations.current(conn) == migrations.HEAD:
+                return
+        with self._writing() as s:
+            migrations.upgrade(s.connection(), self.url)
+
+    def _writing(self):
+        """``with self._writing() as s``: a session in a writer's transaction (SQLite:
+        ``BEGIN IMMEDIATE``), committed at the end."""
+        return self._writer.begin()
+
+    @_retrying
     def create_run(self, model: str, spec: dict, env: dict | None = None) -> int:
-        with Session(self.engine) as s, s.begin():
+        with self._writing() as s:
             run = Run(model=model, spec=spec, env=env or {}, status="pending")
             s.add(run)
             s.flush()
             return run.id
 
+    @_retrying
     def run(self, run_id: int) -> dict:
-        if not 0 < run_id < 1 << 63:  # SQL integers: a 20-digit id is no run, not a crash
-            raise ValueError(f"run {run_id} does not exist in {self.url!r}")
         with Session(self.engine) as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                raise ValueError(f"run {run_id} does not exist in {self.url!r}")
-            return _as_dict(run)
+            return _as_dict(self._get(s, run_id))
 
+    def _get(self, s: Session, run_id: int) -> Run:
+        # SQL integers: a 20-digit id is no run, not a crash
+        run = s.get(Run, run_id) if 0 < run_id < 1 << 63 else None
+        if run is None:
+            raise ValueError(f"run {run_id} does not exist in {self.url!r}")
+        return run
+
+    @_retrying
     def runs(self) -> pd.DataFrame:
         """All runs, newest first, with their result counts."""
         with Session(self.engine) as s:
             runs = s.scalars(select(Run).order_by(Run.id.desc())).all()
             counts = dict(_counts(s))
             rows = [{**_as_dict(r), "results": counts.get(r.id, 0)} for r in runs]
-        df = pd.DataFrame(rows, columns=["id", "model", "status", "created", "updated", "results",
-                                         "error", "pid", "spec", "env"])  # fmt: skip
+        df = pd.DataFrame(rows, columns=["id", "name", "model", "status", "created", "updated",
+                                         "results", "error", "pid", "spec", "env", "notes",
+                                         "lease_owner", "lease_until"])  # fmt: skip
         return df.astype({"pid": "Int64"})  # integer pids, <NA> for a run never launched
 
+    @_retrying
     def set_status(
         self, run_id: int, status: str, error: str | None = None, pid: int | None = None
     ) -> None:
-        with Session(self.engine) as s, s.begin():
-            run = s.get(Run, run_id)
-            if run is None:
-                raise ValueError(f"run {run_id} does not exist in {self.url!r}")
+        with self._writing() as s:
+            run = self._get(s, run_id)
             run.status, run.error = status, error
             if pid is not None:
                 run.pid = pid
 
+    @_retrying
+    def rename(self, run_id: int, name: str | None = None, notes: str | None = None) -> None:
+        """Set the run's name (stripped, 1 to 80 characters) and/or notes (<= 2000 characters);
+        ``None`` leaves that field as it is.
+
+        Example:
+            >>> store.rename(3, name="int4 vs int8", notes="before the retraining")  # doctest: +SKIP
+        """
+        if name is not None:
+            name = name.strip()
+            if not 1 <= len(name) <= NAME_MAX:
+                raise ValueError(
+                    f"a run's name must have 1 to {NAME_MAX} characters (stripped), "
+                    f"but got {len(name)}: {name[:40]!r}"
+                )
+        if notes is not None and len(notes) > NOTES_MAX:
+            raise ValueError(
+                f"a run's notes must have at most {NOTES_MAX} characters, but got {len(notes)}"
+            )
+        with self._writing() as s:
+            run = self._get(s, run_id)
+            if name is not None:
+                run.name = name
+            if notes is not None:
+                run.notes = notes or None
+
+    @_retrying
+    def claim(self, run_id: int, owner: str, ttl_s: float = 30.0) -> bool:
+        """Take the run's lease for ``ttl_s`` seconds if it is free, expired or already
+        ``owner``'s; returns whether ``owner`` holds it. One conditional UPDATE, so of two
+        processes claiming at once exactly one wins. Keep it with :meth:`heartbeat`.
+
+        Example:
+            >>> store.claim(3, f"{socket.gethostname()}:{os.getpid()}")  # doctest: +SKIP
+            True
+        """
+        now, until = _lease_times(owner, ttl_s)
+        free = or_(Run.lease_owner.is_(None), Run.lease_until < now, Run.lease_owner == owner)
+        return self._lease(run_id, free, lease_owner=owner, lease_until=until)
+
+    @_retrying
+    def heartbeat(self, run_id: int, owner: str, ttl_s: float = 30.0) -> bool:
+        """Extend ``owner``'s lease by ``ttl_s`` from now; False if the lease was lost (another
+        owner took it after it expired, or it was released)."""
+        _, until = _lease_times(owner, ttl_s)
+        return self._lease(run_id, Run.lease_owner == owner, lease_until=until)
+
+    @_retrying
+    def release(self, run_id: int, owner: str) -> None:
+        """Give up ``owner``'s lease (nothing happens if ``owner`` does not hold it)."""
+        self._lease(run_id, Run.lease_owner == owner, lease_owner=None, lease_until=None)
+
+    def _lease(self, run_id: int, held, **values) -> bool:
+        with self._writing() as s:
+            self._get(s, run_id)
+            done = s.execute(
+                update(Run)
+                .where(Run.id == run_id, held)
+                .values(**values, updated=Run.updated)  # a lease is no change of the run
+                .execution_options(synchronize_session=False)
+            )
+            return done.rowcount == 1
+
+    @_retrying
     def delete_run(self, run_id: int) -> None:
-        with Session(self.engine) as s, s.begin():
+        with self._writing() as s:
             s.execute(delete(Result).where(Result.run_id == run_id))
             s.execute(delete(Run).where(Run.id == run_id))
 
+    @_retrying
     def add_result(self, run_id: int, plan: list, row: Row) -> bool:
         """Insert one row (committed at once); returns False if its key was already stored."""
-        with Session(self.engine) as s:
-            s.add(Result(run_id=run_id, key=row.key, plan=plan, row=_jsonable(row.to_dict()),
-                         accuracy=row.accuracy, size_bytes=row.size_bytes,
-                         latency_p50_ms=row.latency_p50_ms))  # fmt: skip
-            try:
-                s.commit()
-            except IntegrityError:  # the (run, key) pair exists: a duplicate, not an error
-                s.rollback()
-                return False
+        try:
+            with self._writing() as s:
+                s.add(Result(run_id=run_id, key=row.key, plan=plan, row=_jsonable(row.to_dict()),
+                             accuracy=row.accuracy, size_bytes=row.size_bytes,
+                             latency_p50_ms=row.latency_p50_ms))  # fmt: skip
+        except IntegrityError:  # the (run, key) pair exists: a duplicate, not an error
+            return False
         return True
 
+    @_retrying
     def update_rows(self, run_id: int, rows: list[Row]) -> None:
         """Replace stored rows by key (one transaction): the timing phase adds latency."""
         by_key = {r.key: r for r in rows}
-        with Session(self.engine) as s, s.begin():
+        with self._writing() as s:
             for res in s.scalars(select(Result).where(Result.run_id == run_id)):
                 if (row := by_key.get(res.key)) is not None:
                     res.row = _jsonable(row.to_dict())
                     res.latency_p50_ms = row.latency_p50_ms
 
+    @_retrying
     def rows(self, run_id: int) -> list[Row]:
         """The run's rows as :class:`Row` objects, in insertion order."""
         if not 0 < run_id < 1 << 63:  # no such SQL integer, so no such run
@@ -177,12 +312,14 @@ class Store:
             ).all()
         return [Row.from_dict(r) for r in found]
 
+    @_retrying
     def keys(self, run_id: int) -> set[str]:
         if not 0 < run_id < 1 << 63:  # no such SQL integer, so no such run
             return set()
         with Session(self.engine) as s:
             return set(s.scalars(select(Result.key).where(Result.run_id == run_id)))
 
+    @_retrying
     def results(self, run_id: int) -> pd.DataFrame:
         """The run's rows as a DataFrame with :data:`RESULT_COLUMNS` plus ``plan``."""
         if not 0 < run_id < 1 << 63:  # no such SQL integer, so no such run
@@ -198,6 +335,15 @@ class Store:
         return df
 
 
+def _lease_times(owner: str, ttl_s: float) -> tuple[dt.datetime, dt.datetime]:
+    if not owner or len(owner) > 200:
+        raise ValueError(f"a lease owner must have 1 to 200 characters, but got {owner!r:.60}")
+    if not 0 < ttl_s < 86400 * 365:
+        raise ValueError(f"a lease's ttl_s must be > 0 seconds, but got {ttl_s}")
+    now = _now()
+    return now, now + dt.timedelta(seconds=ttl_s)
+
+
 def _counts(s: Session) -> list[tuple[int, int]]:
     from sqlalchemy import func
 
@@ -207,8 +353,9 @@ def _counts(s: Session) -> list[tuple[int, int]]:
 def _as_dict(run: Run) -> dict[str, Any]:
     return {
         c: getattr(run, c)
-        for c in ("id", "model", "status", "created", "updated", "error", "pid", "spec", "env")
-    }
+        for c in ("id", "name", "model", "status", "created", "updated", "error", "pid", "spec",
+                  "env", "notes", "lease_owner", "lease_until")
+    }  # fmt: skip
 
 
 def _jsonable(row: dict) -> dict:
@@ -227,11 +374,28 @@ def _jsonable(row: dict) -> dict:
     return clean(json.loads(text))
 
 
-def _connect_args(url: str) -> dict:
-    return {"timeout": 30} if url.startswith("sqlite") else {}
+def _engine(url: str):
+    """An engine for ``url``: PostgreSQL checks a pooled connection before use (a restarted
+    server); SQLite waits up to 30 s for a lock and its writers take it up front."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_begin(conn) -> None:
+    """SQLAlchemy's pysqlite recipe: the driver's own BEGIN is off (``_sqlite_pragmas``), so
+    this one decides. A writer takes the write lock up front (``BEGIN IMMEDIATE``, waiting for
+    it up to the busy timeout): a deferred transaction that reads and then writes gets "database
+    is locked" at once, without waiting, when another writer committed in between."""
+    write = conn.get_execution_options().get("optim_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _sqlite_pragmas(conn, _record) -> None:
+    conn.isolation_level = None  # the driver issues no BEGIN of its own (see _sqlite_begin)
     cur = conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (the dashboard) never block the sweep
     cur.execute("PRAGMA synchronous=NORMAL")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (.venv + Debian chromium for the browser tests) and run the whole test suite.
+# Set up (.venv + Debian chromium for the browser tests, postgresql for the store's) and run
+# the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,6 +8,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "Installing Debian chromium for the browser tests ..." >&2
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "Installing Debian postgresql for the run store's tests (tests/pg.py) ..." >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
 set +e
 .venv/bin/python -m pytest "$@"

@@ -40,3 +40,17 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (tests/pg.py); fails, never skips, without
+    the binaries (scripts/test.sh installs them)."""
+    from tests.pg import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.stop()
