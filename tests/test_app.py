@@ -320,14 +320,22 @@ def test_a_run_without_rows_says_so(store, run_id):
 
 def test_sweep_page_counts_configs_then_starts_and_cancels_a_background_run(store):
     at = healthy(app(page="sweep", model="digits_cnn"))
-    at.multiselect(key="sweep_bits").set_value([32])
-    at.multiselect(key="sweep_sparsity").set_value([0.0]).run()
-    assert at.metric[0].value == "1"  # the baseline only
+    at.multiselect(key="sweep_bits").set_value([4, 32])
+    at.multiselect(key="sweep_sparsity").set_value([0.0, 0.5]).run()
+    assert at.metric[0].value == "4"  # the baseline, int4, prune 50%, both
     before = set(store.runs()["id"])
     at.button[[b.label for b in at.button].index("Run sweep")].click().run()
     healthy(at)
     (new,) = set(store.runs()["id"]) - before
     assert at.session_state["run"] == new
+    tab = healthy(app(page="sweep", model="cancer_mlp"))  # a second tab, or a reload:
+    assert any(
+        f"Run #{new} (digits_cnn) is measuring this grid: 4 configs" in i.value for i in tab.info
+    )  # fmt: skip  (the running grid, read-only)
+    assert not tab.multiselect  # no form that pretends to be the running grid
+    tab.button[[b.label for b in tab.button].index("Plan the next sweep")].click().run()
+    go = tab.button[[b.label for b in tab.button].index("Run sweep")]
+    assert tab.multiselect and go.disabled  # a new grid, started only as a new run
     at.button(key=f"cancel-{new}").click().run()
     assert store.run(int(new))["status"] == "cancelled"
     store.delete_run(int(new))

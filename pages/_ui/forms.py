@@ -406,3 +406,31 @@ def rows_table(df: pd.DataFrame) -> pd.DataFrame:
     table["p50_ms"] = table["p50_ms"].map(lambda t: "timing…" if t != t else fmt_ms(t))
     table["seconds"] = table["seconds"].map(lambda t: "" if t != t else f"{t:.1f} s")
     return table.rename(columns={"size_bytes": "size", "p50_ms": "p50", "seconds": "took"})
+
+
+def _plan_next(on: bool) -> None:
+    st.session_state["_plan_next"] = on
+
+
+def running_grid(run_id: int) -> None:
+    """The live run's grid, read-only, with its progress: the form never pretends to be it."""
+    run = common.store().run(run_id)
+    spec = run.get("spec") or {}
+    labels = [plans.label(plans.from_json(p)) or "fp32 baseline" for p in spec.get("plans", [])]
+    st.info(
+        f"Run #{run_id} ({run['model']}) is measuring this grid: {len(labels)} configs. "
+        "It cannot be changed while it runs; plan the next sweep and it starts as a new run "
+        "once this one is done.",
+        icon=":material/lock:",
+    )
+    with st.container(border=True, key="running_grid"):
+        settings = spec.get("settings") or {}
+        facts = [f"model **{run['model']}**"]
+        facts += [f"{k} {v}" for k, v in settings.items() if k in ("threads", "rounds", "seed")]
+        st.markdown(" · ".join(facts))
+        st.dataframe(
+            pd.DataFrame({"config": labels}), hide_index=True, width="stretch", height=220
+        )
+    st.button("Plan the next sweep", icon=":material/edit:", on_click=_plan_next, args=(True,))
+    st.subheader("Progress")
+    progress_panel(run_id)
