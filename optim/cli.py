@@ -1,15 +1,15 @@
-"""``python -m optim``: models, profile, sweep, runs, frontier, export.
+"""``python -m optim``: models, techniques, profile, sweep, search, tune, runs, frontier,
+report, build, export. Argument parsing and printing only: the work is done by
+:mod:`optim.runs` (a run's life cycle), :mod:`optim.export` and the other modules.
 
 Every bad input ends in one line on stderr (``optim: error: ...``) and exit code 2, before
-anything is written.
+anything is written; a run with failed configs prints each and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,9 +17,11 @@ import pandas as pd
 
 from optim import frontier as fr
 from optim import plan as plans
+from optim import runs
 from optim import sweep as sw
 from optim.artifact import write_atomic
-from optim.store import Store
+from optim.build import Settings
+from optim.store import Store, run_state
 
 BITS = [2, 3, 4, 5, 6, 8, 16, 32]  # the sweep's default grid: every width worth a row
 SPARSITY = [0.0, 0.5, 0.75, 0.9]
@@ -74,10 +76,18 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="optim", description="Measure what each optimization buys and costs.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("models", help="list the models: samples, the project file's, uploaded")
+    sub.add_parser(
+        "techniques", help="every technique with its fields, their ranges, and a --plan example"
+    )
     pr = sub.add_parser("profile", help="params, FLOPs, baseline figures and a per-layer table")
     pr.add_argument("--model", required=True)
     pr.add_argument("--threads", type=int, default=1)
-    s = sub.add_parser("sweep", help="measure a grid of configs")
+    s = sub.add_parser(
+        "sweep", help="measure a grid of configs",
+        description="Measure a grid of configs and/or hand-built plans. Every technique (LowRank, "
+        "QAT, FineTune, GradualPrune, ...) and its fields: `python -m optim techniques`; "
+        "each can be given as --plan JSON.",
+    )  # fmt: skip
     s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--bits", type=_ints,
                    help="2-8 packed weights (8 = int8 executed), 16 fp16, 32 fp32 "
@@ -107,18 +117,21 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.add_argument(
         "--plan", action="append", default=[],
-        help="a hand-built plan (JSON or @recipe.json) to measure too; repeatable",
+        help="a hand-built plan (JSON or @recipe.json) to measure too; repeatable; every "
+        "technique and an example plan of each: `python -m optim techniques`",
     )  # fmt: skip
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--jobs", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--rounds", type=int, default=20,
                    help="interleaved timing rounds (every config, the baseline in each)")  # fmt: skip
-    s.add_argument("--resume", type=int, metavar="RUN", help="finish an interrupted run")
+    s.add_argument("--resume", type=int, metavar="RUN",
+                   help="finish an interrupted run of any kind (failed configs of the "
+                   "environment are built again)")  # fmt: skip
     s.add_argument("--out", type=Path, help="write the rows as CSV")
     se = sub.add_parser("search", help="NSGA-II search over per-layer bits and sparsity")
     se.add_argument("--model", help=MODEL_HELP)
-    se.add_argument("--trials", type=int, default=30, help="budget of finished trials in all")
+    se.add_argument("--trials", type=int, help="budget of finished trials in all (default 30)")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--threads", type=int, default=1)
     se.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
@@ -135,7 +148,14 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
     tu.add_argument("--seed", type=int, default=0)
     tu.add_argument("--timeout", type=float)
-    sub.add_parser("runs", help="list the stored runs")
+    ru = sub.add_parser("runs", help="list the stored runs; rename or delete one")
+    rsub = ru.add_subparsers(dest="action")
+    rn = rsub.add_parser("rename", help="name a run (and add notes)")
+    rn.add_argument("run", type=int)
+    rn.add_argument("--name", required=True)
+    rn.add_argument("--notes")
+    rd = rsub.add_parser("delete", help="delete a run's rows and its artifact folder")
+    rd.add_argument("run", type=int)
     f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
     _constraint_args(f)
     rp = sub.add_parser("report", help="one-page decision report of a run (HTML or PDF)")
@@ -246,15 +266,11 @@ def _cmd_profile(args, out) -> None:
     print(prof.layers.to_string(index=False), file=out)
 
 
-def _cmd_sweep(args, out) -> None:
-    from tqdm import tqdm
-
+def _cmd_sweep(args, out) -> int:
     store = Store()
     if args.resume is not None:
         run_id = args.resume
-        if "search" in store.run(run_id)["spec"]:  # the dashboard resumes every run this way
-            args.model, args.trials, args.seed, args.timeout = None, None, 0, None
-            return _cmd_search(args, out)
+        store.run(run_id)  # a missing run: one line
     else:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
@@ -267,28 +283,46 @@ def _cmd_sweep(args, out) -> None:
                 f"`{shaping[0]}` shapes the grid, but only `--plan` was given: add `--bits` or "
                 "`--sparsity` to sweep a grid beside the plans"
             )
-        settings = sw.Settings(
+        settings = Settings(
             threads=args.threads, seed=args.seed, jobs=args.jobs, rounds=args.rounds
         )
         if args.out is not None:
             _check_writable(args.out)
-        run_id = sw.create(store, args.model, grid, settings)
-    total = len(store.run(run_id)["spec"]["plans"])
-    print(f"run {run_id}: {total} configs", file=sys.stderr)
-    with tqdm(total=total, initial=len(store.keys(run_id)), unit="config", file=sys.stderr) as bar:
-
-        def progress(done: int, total: int, row) -> None:
-            bar.n = done
-            bar.set_postfix_str("timed" if row is None else row.label[:40])
-            bar.refresh()
-
-        sw.execute(store, run_id, progress)
+        run_id = runs.create(store, args.model, grid, settings)
+    result = _execute(store, run_id, "config")
     df = store.results(run_id)
-    print(table(df).to_string(index=False), file=out)
+    _print_rows(df, result, out)
     if args.out is not None:
         csv = df.drop(columns=["plan"]).assign(pareto=_pareto_all(df))
         write_atomic(args.out, csv.to_csv(index=False).encode())
         print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _execute(store: Store, run_id: int, unit: str, **options):
+    """Execute a run with a progress bar on stderr; returns its :class:`~optim.context.Outcome`."""
+    from tqdm import tqdm
+
+    from optim.context import planned
+
+    total = planned(store.run(run_id)["spec"])
+    print(f"run {run_id}: {runs.summary(store.run(run_id)['spec'])}", file=sys.stderr)
+    with tqdm(total=total, unit=unit, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, row) -> None:
+            bar.total, bar.n = total, done
+            bar.set_postfix_str("timed" if row is None else row.label[:40])
+            bar.refresh()
+
+        return runs.execute(store, run_id, progress, **options)
+
+
+def _print_rows(df: pd.DataFrame, result, out) -> None:
+    """The measured rows as a table, then every failed config with its error, then the count."""
+    print(table(df).to_string(index=False), file=out)
+    for row in result.failed:
+        print(f"FAILED ({row.error_kind or 'config'}): {row.label}: {row.error}", file=out)
+    print(result.sentence, file=out)
 
 
 def _grid(args) -> list[tuple]:
@@ -300,17 +334,7 @@ def _grid(args) -> list[tuple]:
         bits, sparsity, args.structured, grans, args.int8, not args.asymmetric,
         students=args.distill, orders=[o.strip() for o in args.order.split(",") if o.strip()],
     )  # fmt: skip
-    sub8 = [b for b in bits if 2 <= b < 8]
-    if args.keep_8bit and sub8:
-        from optim.sensitivity import rank, sensitivity
-        from optim.techniques import MixedQuantize, Prune, StructuredPrune
-
-        ranking = tuple(rank(sensitivity(args.model, bits=(3,), sparsities=())))
-        for k, s, b, g in itertools.product(args.keep_8bit, sparsity, sub8, grans):
-            prune = () if s == 0 else ((StructuredPrune if args.structured else Prune)(s),)
-            mixed = MixedQuantize(default_bits=b, keep_8bit=k, sensitivity=ranking, granularity=g)
-            grid.append(prune + (mixed,))
-    return grid
+    return sw.with_mixed(args.model, grid, bits, sparsity, args.structured, grans, args.keep_8bit)
 
 
 def _read_plan(text: str) -> tuple:
@@ -331,35 +355,24 @@ def _read_plan(text: str) -> tuple:
     return plans.from_json(data["plan"] if isinstance(data, dict) else data)
 
 
-def _cmd_search(args, out) -> None:
-    from tqdm import tqdm
+def _cmd_search(args, out) -> int:
+    from optim.search import check_run
 
-    from optim.search import search
-
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"`--timeout > 0` must hold, but got --timeout {args.timeout}")
     store = Store()
-    kwargs: dict = {}
     if args.resume is not None:
-        spec = store.run(args.resume)["spec"]
-        if "search" not in spec:
-            raise ValueError(f"run {args.resume} must be a search run, but it is a grid sweep")
-        model, trials = spec["model"], args.trials or spec["search"].get("trials", 30)
-        kwargs["run_id"] = args.resume
+        run_id = args.resume
+        check_run(store.run(run_id), None)
     else:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
-        model, trials = args.model, args.trials
-        kwargs["settings"] = sw.Settings(threads=getattr(args, "threads", 1))
-    with tqdm(total=trials, unit="trial", file=sys.stderr) as bar:
-
-        def progress(done: int, total: int, row: dict) -> None:
-            bar.total, bar.n = total, done
-            bar.set_postfix_str(str(row.get("label", ""))[:40])
-            bar.refresh()
-
-        run_id = search(model, trials=trials, seed=args.seed, store=store,
-                        timeout_s=args.timeout, progress=progress, **kwargs)  # fmt: skip
-    print(f"run {run_id}", file=sys.stderr)
-    print(table(store.results(run_id)).to_string(index=False), file=out)
+        opts = {"trials": 30 if args.trials is None else args.trials, "seed": args.seed}
+        run_id = runs.create(store, args.model, settings=Settings(threads=args.threads),
+                             search=opts)  # fmt: skip
+    result = _execute(store, run_id, "trial", trials=args.trials, timeout_s=args.timeout)
+    _print_rows(store.results(run_id), result, out)
+    return 1 if result.failed else 0
 
 
 def _cmd_sensitivity(args, out) -> None:
@@ -373,14 +386,22 @@ def _cmd_sensitivity(args, out) -> None:
         write_atomic(args.out, df.to_csv(index=False).encode())
 
 
-def _cmd_tune(args, out) -> None:
-    from optim.tune import tune
+def _cmd_tune(args, out) -> int:
+    from optim.tune import result as tuned
 
     plan = _read_plan(args.plan)
-    res = tune(args.model, plan, args.trials, args.sampler, args.seed, args.timeout)
+    store = Store()
+    opts = {"plan": plan, "trials": args.trials, "sampler": args.sampler, "seed": args.seed}
+    run_id = runs.create(store, args.model, settings=Settings(seed=args.seed), tune=opts)
+    result = _execute(store, run_id, "trial", timeout_s=args.timeout)
+    res = tuned(store, run_id)
     print(res.trials.to_string(index=False), file=out)
     print(f"best (calib accuracy {res.accuracy:.2%}): {plans.label(res.plan)}", file=out)
     print(json.dumps(plans.to_json(res.plan)), file=out)
+    for row in result.failed:
+        print(f"FAILED ({row.error_kind or 'config'}): {row.label}: {row.error}", file=out)
+    print(f"run {run_id}: {result.sentence}", file=out)
+    return 1 if result.failed else 0
 
 
 def _pareto_all(df: pd.DataFrame) -> list[bool]:
@@ -399,8 +420,47 @@ def _check_folder(path: Path) -> None:
 
 
 def _cmd_runs(args, out) -> None:
-    runs = Store().runs()
-    print(runs[["id", "model", "status", "results", "created"]].to_string(index=False), file=out)
+    store = Store()
+    if args.action == "rename":
+        runs.rename(store, args.run, name=args.name, notes=args.notes)
+        print(f"run {args.run}: {args.name}", file=out)
+        return
+    if args.action == "delete":
+        runs.delete(store, args.run)
+        print(f"deleted run {args.run}", file=out)
+        return
+    df = store.runs()
+    if "name" not in df:
+        df["name"] = None
+    df["status"] = [run_state(r) for r in df.to_dict("records")]
+    df["name"] = df["name"].fillna("")
+    df["summary"] = [runs.summary(spec) for spec in df["spec"]]
+    cols = ["id", "name", "model", "status", "results", "summary", "created"]
+    print(df[cols].to_string(index=False), file=out)
+
+
+def _cmd_techniques(args, out) -> None:
+    import dataclasses
+
+    import optim.techniques  # noqa: F401 - registers every technique
+    from optim.ui import form_fields
+
+    for name, tech in sorted(plans.REGISTRY.items()):
+        doc = (tech.config.__doc__ or "").strip().splitlines()[0]
+        print(f"{name} ({tech.stage} stage, {tech.family}): {doc}", file=out)
+        shown = {f.name for f in form_fields(tech.config)}
+        for f in form_fields(tech.config):
+            rule = (f" one of {', '.join(map(str, f.choices))}" if f.choices
+                    else f" in [{f.low}, {f.high}]" if f.low is not None else "")  # fmt: skip
+            opt = " or null" if f.optional else ""
+            print(f"  {f.name}: {f.kind}{opt}, default {f.default!r},{rule} {f.help}".rstrip(" ,"),
+                  file=out)  # fmt: skip
+        for f in dataclasses.fields(tech.config):
+            if f.name not in shown:
+                print(f"  {f.name}: JSON list/object, {f.metadata.get('help', '')}".rstrip(" ,"),
+                      file=out)  # fmt: skip
+        example = json.dumps(plans.to_json((tech.config(),)))
+        print(f"  example: --plan '{example}'", file=out)
 
 
 def _cmd_frontier(args, out) -> None:
@@ -456,6 +516,8 @@ def _cmd_export(args, out) -> None:
     df = _ok_rows(store.results(args.run), args.run)
     row = _find(df, args.config)
     _check_folder(args.out)
+    from optim.export import export
+
     files = export(run, row, args.out)
     for f in files:
         print(f, file=out)
@@ -473,75 +535,12 @@ def _find(df: pd.DataFrame, config: str) -> pd.Series:
     return hits.iloc[0]
 
 
-SHIPPED = ("model.onnx", "model.onnx.zst")  # the file that runs, and its download when smaller
-
-
-def export(run: dict, row: pd.Series, out_dir: Path) -> list[Path]:
-    """Copy a config's ``model.onnx`` (and ``model.onnx.zst``) to ``out_dir`` and write
-    ``recipe.json``."""
-    src = Path(row["artifact"])
-    if not (src / "model.onnx").is_file():
-        raise ValueError(
-            f"the model.onnx of {row['label']!r} is gone from {str(src)!r}; re-run the sweep"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name in SHIPPED:
-        (out_dir / name).unlink(missing_ok=True)  # no stale download beside a new model
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out_dir / f".{name}.tmp")
-            (out_dir / f".{name}.tmp").replace(out_dir / name)
-            files.append(out_dir / name)
-    files.append(out_dir / "recipe.json")
-    write_atomic(files[-1], json.dumps(recipe(run, row), indent=2).encode())
-    return files
-
-
-def recipe(run: dict, row: pd.Series) -> dict:
-    """The JSON recipe: plan, model, settings, measured figures and the command that rebuilds it."""
-    plan = row["plan"]
-    figures = {k: row[k] for k in ("accuracy", "acc_low", "acc_high", "acc_delta", "acc_p",
-                                   "agreement", "size_bytes", "download_bytes", "peak_rss_bytes",
-                                   "latency_p50_ms", "latency_p90_ms", "speedup", "speed_verdict",
-                                   "precision", "stored", "backend") if k in row}  # fmt: skip
-    return {
-        "model": run["spec"]["model"],
-        "plan": plan,
-        "label": row["label"],
-        "settings": run["spec"]["settings"],
-        "measured": {k: (v.item() if hasattr(v, "item") else v) for k, v in figures.items()},
-        "env": run["env"],
-        "reproduce": reproduce_command(run["spec"]["model"], plan, run["spec"]["settings"]),
-    }
-
-
-def reproduce_command(model: str, plan: list, settings: dict) -> str:
-    """The shell command that rebuilds a config; every argument is quoted (users paste it)."""
-    import shlex
-
-    args = ["python", "-m", "optim", "build", "--model", model, "--plan",
-            json.dumps(plan, separators=(",", ":")), "--threads", str(settings["threads"]),
-            "--seed", str(settings.get("seed", 0))]  # fmt: skip
-    return " ".join(shlex.quote(a) for a in args) + " --out DIR"
-
-
 def _cmd_build(args, out) -> None:
-    import tempfile
-
-    from optim.build import time_rows
-    from optim.sources import get_source
+    from optim.export import rebuild
 
     plan = _read_plan(args.plan)
     _check_folder(args.out)
-    source = get_source(args.model)
-    settings = sw.Settings(threads=args.threads, seed=args.seed)
-    with tempfile.TemporaryDirectory() as d:
-        base, base_pred = sw.evaluate(source, (), Path(d), settings, None)
-        row, _ = sw.evaluate(source, plan, args.out, settings, base_pred)
-        if plan:
-            row = time_rows([base, row], settings, source.example)[1]
-        else:
-            row = time_rows([row], settings, source.example)[0]
+    row = rebuild(args.model, plan, args.out, args.threads, args.seed)
     values = row.to_dict()
     values["vs baseline"], values["speed"] = ui_accuracy(values), ui_speed(values)
     for k in ("label", "accuracy", "acc_low", "acc_high", "vs baseline", "agreement",
@@ -557,7 +556,8 @@ def threading_main() -> bool:
 
 
 COMMANDS = {"build": _cmd_build, "tune": _cmd_tune, "search": _cmd_search, "sensitivity": _cmd_sensitivity, "models": _cmd_models, "profile": _cmd_profile, "sweep": _cmd_sweep, "runs": _cmd_runs,
-            "frontier": _cmd_frontier, "export": _cmd_export, "report": _cmd_report}  # fmt: skip
+            "frontier": _cmd_frontier, "export": _cmd_export, "report": _cmd_report,
+            "techniques": _cmd_techniques}  # fmt: skip
 
 
 def _interrupt(signum, frame) -> None:
@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     import signal
 
     args = parser().parse_args(argv)
-    if args.cmd in ("sweep", "search") and threading_main():
+    if args.cmd in ("sweep", "search", "tune") and threading_main():
         signal.signal(
             signal.SIGTERM, _interrupt
         )  # Cancel in the dashboard: mark the run cancelled
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
             from optim.project import spec
 
             args.model = spec(args.model or "", args.weights, args.data)
-        COMMANDS[args.cmd](args, out or sys.stdout)
+        rc = COMMANDS[args.cmd](args, out or sys.stdout)
     except ValueError as e:
         print(f"optim: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -587,4 +587,4 @@ def main(argv: list[str] | None = None, out=None) -> int:
             file=sys.stderr,
         )
         return 130
-    return 0
+    return rc or 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -198,6 +199,9 @@ class Row:
     )
     artifact: str | None = None
     error: str | None = None
+    # "environment" (disk, memory, a dead worker: a resume retries it) or "config" (the config
+    # itself cannot be built or measured: retrying gives the same error); see error_kind()
+    error_kind: str | None = None
     extra: dict = field(default_factory=dict)  # technique-specific figures (e.g. calib_accuracy)
 
     def to_dict(self) -> dict:
@@ -219,7 +223,28 @@ class Row:
         return cls(
             key=plans.key(plan), label=plans.label(plan), family=plans.family(plan),
             **plan_fields(plan), error=f"{type(error).__name__}: {error}".splitlines()[0],
+            error_kind=error_kind(error),
         )  # fmt: skip
+
+
+ENVIRONMENT = (OSError, MemoryError, EOFError, BrokenExecutor)  # not the config's fault
+_ENVIRONMENT_NAMES = ("OSError", "PermissionError", "MemoryError", "EOFError", "BrokenProcessPool",
+                      "FileNotFoundError", "TimeoutError", "WorkerDied")  # fmt: skip
+
+
+def error_kind(error: BaseException | str) -> str:
+    """``"environment"`` for an exception of the machine (:data:`ENVIRONMENT`, or a worker
+    that died: :class:`optim.pool.WorkerDied`), else ``"config"``. A stored error text (a row
+    an older version wrote without its kind) is judged by its exception's name.
+
+    Example:
+        >>> error_kind(OSError(30, "Read-only file system")), error_kind(ValueError("bits"))
+        ('environment', 'config')
+    """
+    if isinstance(error, str):
+        return "environment" if error.split(":")[0] in _ENVIRONMENT_NAMES else "config"
+    env = isinstance(error, ENVIRONMENT) or type(error).__name__ == "WorkerDied"
+    return "environment" if env else "config"
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row) if f.name != "extra")

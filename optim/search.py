@@ -1,7 +1,7 @@
 """Multi-objective search: an Optuna NSGA-II study over per-layer bit-widths and sparsity.
 
 Each trial is a plan ``(Prune(s), MixedQuantize({layer: bits, ...}))`` (or ``(Prune(s), Int8())``)
-built and measured by :func:`optim.sweep.evaluate` like every grid config, so every trial is a
+built and measured by :func:`optim.build.evaluate` like every grid config, so every trial is a
 real artifact and its row (test accuracy, size, latency) goes into the run store under the
 plan's key: the dashboard's frontier shows search rows like grid rows.
 
@@ -17,10 +17,9 @@ missing COMPLETE trials run, and a plan whose row is already stored is not built
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -30,13 +29,14 @@ from optim import build as builder
 from optim import measure
 from optim import plan as plans
 from optim.artifact import weight_initializers
-from optim.build import Settings, build, evaluate
+from optim.build import Settings, build
 from optim.metrics import predictions
-from optim.rows import Row
-from optim.sources import ModelSource, check, data_record, get_source, source_spec
+from optim.sources import ModelSource, get_source, source_spec
 from optim.store import Store
-from optim.sweep import artifact_dir, state
 from optim.techniques import Int8, MixedQuantize, Prune
+
+if TYPE_CHECKING:
+    from optim.context import Context, Progress
 
 BITS = (2, 3, 4, 5, 6, 8)
 SPARSITIES = (0.0, 0.25, 0.5, 0.75)
@@ -44,7 +44,6 @@ QUANT = ("mixed", "int8")  # per-layer bit-packed weights (fp32 execution), or O
 OBJECTIVES = ("calib_accuracy", "size_bytes", "latency_p50_ms")
 TRIAL_OBJECTIVES = ("calib_accuracy", "size_bytes", "trial_latency_ms")  # as the sampler saw them
 DIRECTIONS = ("maximize", "minimize", "minimize")
-Progress = Callable[[int, int, dict], None]  # (trials done, trials in all, the trial's row)
 
 
 def study_name(run_id: int) -> str:
@@ -107,20 +106,20 @@ def warm_start(source: ModelSource, layers: list[str], threads: int = 1) -> list
     return [p for i, p in enumerate(starts) if p not in starts[:i]]
 
 
-def create_search(
-    store: Store,
-    model: str,
+def spec(
+    source: ModelSource,
     trials: int = 40,
     seed: int = 0,
-    settings: Settings | None = None,
     population: int | None = None,
     warm: bool = True,
-) -> int:
-    """Register a search run without running it (the dashboard then launches it in the
-    background with :func:`optim.sweep.launch`; ``python -m optim sweep --resume`` runs it)."""
+) -> dict:
+    """The search part of a run's spec (see :func:`optim.runs.create`), checked: ``trials``
+    COMPLETE trials in all, NSGA-II seeded by ``seed`` with ``population`` (default
+    ``trials // 3``, 4-50), starting from :func:`warm_start`'s trials if ``warm``."""
     if trials < 1:
         raise ValueError(f"`trials >= 1` must hold, but got trials={trials}")
-    source = get_source(model)
+    if seed < 0:
+        raise ValueError(f"`seed >= 0` must hold, but got seed={seed}")
     if source.metric == "fidelity":
         raise ValueError(
             f"search ranks configs by top-1 on the calibration split, but {source.name!r} is "
@@ -129,17 +128,24 @@ def create_search(
     population = population or min(max(trials // 3, 4), 50)
     if population < 2:
         raise ValueError(f"`population >= 2` must hold, but got population={population}")
-    check(source)
-    spec = {
-        "model": source_spec(source), "plans": [plans.to_json(())],
-        "data": data_record(source),
-        "settings": (settings or Settings()).__dict__,
+    return {
+        "plans": [plans.to_json(())],
         "search": {"seed": seed, "population": population, "warm_start": warm, "trials": trials,
                    "objectives": list(OBJECTIVES), "directions": list(DIRECTIONS)},
     }  # fmt: skip
-    env = {"cpu": measure.cpu_info(), "backend": measure.BACKEND, "optuna": optuna.__version__}
-    run_id = store.create_run(source.name, spec, env)
-    return run_id
+
+
+def summary(spec: dict) -> str:
+    """``"search, 20 trials"``."""
+    return f"search, {spec['search']['trials']} trials"
+
+
+def delete_study(store: Store, run_id: int) -> None:
+    """Delete the run's Optuna study (the run itself is deleted by :func:`optim.runs.delete`)."""
+    try:
+        optuna.delete_study(study_name=study_name(run_id), storage=store.url)
+    except KeyError:  # never started: no study
+        pass
 
 
 def search(
@@ -167,7 +173,7 @@ def search(
         run_id: Resume this search run instead of creating one (its settings, seed and
             population are kept; ``model`` must match).
         settings: How rows are measured (a new run only; stored with it); default
-            :class:`~optim.sweep.Settings`.
+            :class:`~optim.build.Settings`.
         population: NSGA-II population size (a new run only); default ``trials // 3``, 4-50.
         warm: Start from :func:`warm_start`'s sensitivity-guided trials (a new run only).
 
@@ -175,71 +181,51 @@ def search(
         >>> run_id = search("digits_cnn", trials=12)  # doctest: +SKIP
         >>> search("digits_cnn", trials=20, run_id=run_id)  # 8 more trials  # doctest: +SKIP
     """
+    from optim import runs
+
     if trials < 1:
         raise ValueError(f"`trials >= 1` must hold, but got trials={trials}")
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"`timeout_s > 0` must hold, but got timeout_s={timeout_s}")
     store = store or Store()
-    source = get_source(model)
     if run_id is None:
-        run_id = create_search(store, model, trials, seed, settings, population, warm)
-    run = store.run(run_id)
-    spec = run["spec"]
-    if "search" not in spec:
-        raise ValueError(f"run {run_id} must be a search run, but it is a grid sweep")
-    if spec["model"] != source_spec(source):
-        got, want = source_spec(source), spec["model"]
-        raise ValueError(f"`model` must match run {run_id}'s {want!r}, but got {got!r}")
-    if state(run) == "running" and run["pid"] != os.getpid():
-        raise ValueError(f"run {run_id} is running in process {run['pid']}; wait or cancel it")
-    store.set_status(run_id, "running", pid=os.getpid())
-    try:
-        _run(store, run_id, source, trials, timeout_s, progress)
-        store.set_status(run_id, "done")
-    except BaseException as e:
-        store.set_status(run_id, "failed" if isinstance(e, Exception) else "cancelled",
-                         error=f"{type(e).__name__}: {e}".splitlines()[0])  # fmt: skip
-        raise
+        opts = {"trials": trials, "seed": seed, "population": population, "warm": warm}
+        run_id = runs.create(store, model, settings=settings, search=opts)
+    check_run(store.run(run_id), model)
+    runs.execute(store, run_id, progress, trials=trials, timeout_s=timeout_s)
     return run_id
 
 
-def _run(store: Store, run_id: int, source: ModelSource, trials: int,
-         timeout_s: float | None, progress: Progress | None) -> None:  # fmt: skip
-    spec = store.run(run_id)["spec"]
-    settings, opts = Settings.from_json(spec["settings"]), spec["search"]
-    base_dir = artifact_dir(store.url, run_id, plans.key(()))
-    rows = {r.key: r for r in store.rows(run_id)}
-    base_row = rows.get(plans.key(()))
-    if base_row is not None and (base_dir / "pred.npy").is_file():
-        base_pred = np.load(base_dir / "pred.npy")
-    else:  # like a sweep, the baseline first: every trial is compared with its predictions
-        base_row, base_pred = evaluate(source, (), base_dir, settings, None)
-        np.save(base_dir / "pred.npy", base_pred)
-    calib = source.splits["calib"]
-    calib_ref = calib.y if calib.y is not None else _calib_pred(base_dir, source, settings)
-    if plans.key(()) not in rows:
-        base_pred_calib = _calib_pred(base_dir, source, settings)
-        extra = {"calib_accuracy": float(np.mean(base_pred_calib == calib_ref))}
-        base_row = builder.time_rows([replace(base_row, extra=extra)], settings, source.example)[0]
-        store.add_result(run_id, [], base_row)
-        rows[base_row.key] = base_row
+def check_run(run: dict, model: str | None) -> None:
+    """ValueError unless ``run`` is a search (of ``model``, when given)."""
+    if "search" not in run["spec"]:
+        raise ValueError(f"run {run['id']} must be a search run, but it is a grid sweep")
+    if model is not None and run["spec"]["model"] != source_spec(get_source(model)):
+        got, want = source_spec(get_source(model)), run["spec"]["model"]
+        raise ValueError(f"`model` must match run {run['id']}'s {want!r}, but got {got!r}")
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url=store.url)
-    study = optuna.create_study(
-        storage=storage, study_name=study_name(run_id), directions=list(DIRECTIONS),
+
+def run(ctx: Context) -> None:
+    """The search's part of a run: NSGA-II proposes plans until ``trials`` are COMPLETE (the
+    run's budget, or ``ctx.options["trials"]``), each built and measured here, timed against
+    the baseline for the sampler, and stored; a proposal stored before is not built again."""
+    opts = ctx.spec["search"]
+    trials = int(ctx.options.get("trials") or opts["trials"])
+    timeout_s = ctx.options.get("timeout_s")
+    base = ctx.base_row
+    if "calib_accuracy" not in base.extra:  # the sampler compares trials with these
+        extra = {"calib_accuracy": ctx.calib_accuracy(ctx.out_dir(base.key))}
+        base = builder.time_rows([replace(base, extra=extra)], ctx.settings, ctx.source.example)[0]
+        ctx.store.update_rows(ctx.run_id, [base])
+        ctx.rows[base.key] = ctx.base_row = base
+    study = ctx.study(
+        study_name(ctx.run_id), directions=list(DIRECTIONS),
         sampler=optuna.samplers.NSGAIISampler(population_size=opts["population"],
                                               seed=opts["seed"]),
-        load_if_exists=True,
     )  # fmt: skip
-    layers = list(weight_initializers(build(source, ())[0].model))
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # a trial left RUNNING by a killed process (we hold the run): fail it, queue it again
-        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        if "fixed_params" in t.system_attrs:  # it came from the warm start's queue
-            study.enqueue_trial(t.system_attrs["fixed_params"])
+    layers = list(weight_initializers(build(ctx.source, ())[0].model))
     if not study.trials and opts["warm_start"]:
-        for params in warm_start(source, layers, settings.threads):
+        for params in warm_start(ctx.source, layers, ctx.settings.threads):
             study.enqueue_trial(params)
     complete = (optuna.trial.TrialState.COMPLETE,)
     done = len(study.get_trials(deepcopy=False, states=complete))
@@ -249,41 +235,24 @@ def _run(store: Store, run_id: int, source: ModelSource, trials: int,
         plan = _suggest(trial, layers)
         key = plans.key(plan)
         trial.set_user_attr("key", key)
-        row = rows.get(key)  # built before (a duplicate proposal, or an interrupted trial)
-        if row is None:
-            out_dir = artifact_dir(store.url, run_id, key)
-            try:
-                row, _ = evaluate(source, plan, out_dir, settings, base_pred)
-                pred = _calib_pred(out_dir, source, settings)
-                row = replace(row, extra={"calib_accuracy": float(np.mean(pred == calib_ref))})
-                # timed against the baseline now for the objective; the run's final timing
-                # phase times every trial together
-                row = builder.time_rows([rows[plans.key(())], row], settings, source.example)[1]
-            except Exception as e:  # noqa: BLE001 - stored as a row that says why, then FAIL
-                row = Row.failed(plan, e)
-            # the latency the sampler saw (the final timing phase re-times every trial together)
-            extra = {"trial": trial.number, "trial_latency_ms": row.latency_p50_ms}
-            row = replace(row, extra={**row.extra, **extra})
-            store.add_result(run_id, plans.to_json(plan), row)
-            rows[key] = row
+        row = ctx.rows.get(key)  # built before (a duplicate proposal, or an interrupted trial)
+        if ctx.todo(key):
+            row = ctx.trial(plan, {"trial": trial.number})
+            if row.error is None:  # timed against the baseline now, for the sampler; the
+                # run's final timing phase times every trial together
+                row = builder.time_rows([ctx.base_row, row], ctx.settings, ctx.source.example)[1]
+            row = replace(row, extra={**row.extra, "trial_latency_ms": row.latency_p50_ms})
+            ctx.record(plans.to_json(plan), row)
         if row.error is not None:
             raise RuntimeError(row.error)
         done += 1
-        if progress:
-            progress(done, trials, row.to_dict())
+        ctx.report(done, trials, row)
         values = row.to_dict()
         values.setdefault("trial_latency_ms", values["latency_p50_ms"])  # a row stored before
         return tuple(float(values[c]) for c in TRIAL_OBJECTIVES)
 
     if trials > done:
         study.optimize(objective, n_trials=trials - done, timeout=timeout_s, catch=(RuntimeError,))
-    store.update_rows(run_id, builder.time_rows(store.rows(run_id), settings, source.example))
-
-
-def _calib_pred(out_dir: Path, source: ModelSource, settings: Settings) -> np.ndarray:
-    """The artifact's top-1 predictions on the calib split (the search's accuracy objective)."""
-    sess = measure.session(out_dir / "model.onnx", settings.threads)
-    return predictions(measure.predict(sess, source.splits["calib"].x, output=source.output))
 
 
 def reference_point(

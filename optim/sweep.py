@@ -13,24 +13,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from optim import applicable, measure
+from optim import applicable, pool
 from optim import build as builder
 from optim import plan as plans
 from optim.artifact import Graph
 from optim.build import Settings, check_torch_steps, evaluate
 from optim.rows import Row
-from optim.sources import check, data_record, get_source, source_spec
-from optim.store import Store, home, pid_alive, run_state
+from optim.sources import ModelSource, get_source
+from optim.store import Store, home, run_state
 from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
+
+if TYPE_CHECKING:
+    from optim.context import Context, Progress
 
 INT8_MODES = ("static", "dynamic", "weight")
 ORDERS = ("prune-first", "quantize-first")
@@ -113,17 +115,17 @@ def _init_worker(spec: str, settings: Settings, baseline_pred, base: tuple, cach
     _WORKER.update(source=get_source(spec), settings=settings, pred=baseline_pred)
 
 
-def _work(plan_json: list, out_dir: str) -> tuple[list, Row]:
+def _work(plan_json: list, out_dir: str) -> Row:
     plan = plans.from_json(plan_json)
     try:
         row, _ = evaluate(_WORKER["source"], plan, Path(out_dir), _WORKER["settings"],
                           _WORKER["pred"])  # fmt: skip
     except Exception as e:  # noqa: BLE001 - a failing config becomes a row that says why
         row = Row.failed(plan, e)
-    return plan_json, row
+    return row
 
 
-# ------------------------------------------------------------------ runs
+# ------------------------------------------------------------------ a sweep's part of a run
 
 
 def run_dir(store_url: str, run_id: int) -> Path:
@@ -137,34 +139,17 @@ def artifact_dir(store_url: str, run_id: int, key: str) -> Path:
     return run_dir(store_url, run_id) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def create(
-    store: Store, model: str, plan_list: Sequence[Sequence[object]], settings: Settings
-) -> int:
-    """Register a run (nothing measured yet); the baseline is always its first config."""
-    source = get_source(model)
+def checked_plans(source: ModelSource, plan_list: Sequence[Sequence[object]]) -> list[list]:
+    """The plans of a sweep of ``source`` as JSON, the baseline first, duplicates dropped;
+    ValueError for a plan that cannot run on it (knowable up front: refused, not an error row)."""
     all_plans = {plans.key(()): ()}
     for p in plan_list:
         check_torch_steps(source, plans.split(p)[0])
-        if why := applicable.reason(p, source):  # knowable up front: refused, not an error row
+        if why := applicable.reason(p, source):
             raise ValueError(why)
-    check(source)
     for p in plan_list:
         all_plans.setdefault(plans.key(p), plans.validate(p))
-    spec = {
-        "model": source_spec(source),
-        "plans": [plans.to_json(p) for p in all_plans.values()],
-        "data": data_record(source),
-        "settings": settings.__dict__,
-    }
-    import onnxruntime
-    import torch
-
-    env = {
-        "cpu": measure.cpu_info(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-    }
-    return store.create_run(source.name, spec, env)
+    return [plans.to_json(p) for p in all_plans.values()]
 
 
 def _interleave(plan_jsons: list[list]) -> list[list]:
@@ -177,72 +162,31 @@ def _interleave(plan_jsons: list[list]) -> list[list]:
     return [p for batch in rounds for p in batch if p is not None]
 
 
-def execute(
-    store: Store, run_id: int, progress: Callable[[int, int, Row | None], None] | None = None
-) -> None:
-    """Build and measure every config of run ``run_id`` that has no row yet (so it also
-    resumes), then time all of the run's files together, the baseline in every round (a resumed
-    run re-times everything, so its latencies stay comparable)."""
-    run = store.run(run_id)
-    spec = run["spec"]
-    settings = Settings.from_json(spec["settings"])
-    source = get_source(spec["model"])
-    store.set_status(run_id, "running", pid=os.getpid())
-    try:
-        done = store.keys(run_id)
-        todo = [p for p in spec["plans"] if plans.key(plans.from_json(p)) not in done]
-        total, finished = len(spec["plans"]), len(done)
-        base_dir = artifact_dir(store.url, run_id, plans.key(()))
-        # the baseline runs here first: every other row is compared with its predictions
-        pred_file = base_dir / "pred.npy"
-        if plans.key(()) in done and pred_file.is_file():  # a resume: reuse the stored baseline
-            base_pred = np.load(pred_file, allow_pickle=False)
-        else:
-            base_row, base_pred = evaluate(source, (), base_dir, settings, None)
-            np.save(pred_file, base_pred)
-            if store.add_result(run_id, [], base_row):
-                finished += 1
-                if progress:
-                    progress(finished, total, base_row)
-        todo = _interleave([p for p in todo if p])
-        if todo:
-            for plan_json, row in _build_all(store, run_id, spec, settings, base_pred, todo):
-                if store.add_result(run_id, plan_json, row):
-                    finished += 1
-                if progress:
-                    progress(finished, total, row)
-        timed = builder.time_rows(store.rows(run_id), settings, source.example)
-        store.update_rows(run_id, timed)
-        if progress:
-            progress(finished, total, None)  # None: the timing phase is done
-        store.set_status(run_id, "done")
-    except BaseException as e:
-        store.set_status(run_id, "failed" if isinstance(e, Exception) else "cancelled",
-                         error=f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__)  # fmt: skip
-        raise
-
-
-def _build_all(store: Store, run_id: int, spec: dict, settings: Settings, base_pred, todo):
-    """Build and measure ``todo`` (plan JSONs) in worker processes; yields (plan JSON, row) as
-    each finishes."""
-    jobs = settings.jobs or min(os.cpu_count() or 1, len(todo))
-    # forkserver: workers fork from a clean process that imported torch once (fork from this
-    # process could inherit OpenMP state; spawn re-imports torch per worker)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["optim.sweep", "sample_models"])
-    base_graph, base_flops = builder.torch_graph(spec["model"], plans.key(()))
+def run(ctx: Context) -> None:
+    """Build and measure every config of the run that still needs it (see
+    :meth:`~optim.context.Context.todo`) on ``ctx.executor``'s workers, storing each row as it
+    finishes; a worker that dies takes its config to a fresh pool once more
+    (:func:`optim.pool.run_all`), then it is a failure row of the environment."""
+    todo = _interleave([p for p in ctx.spec["plans"] if p and ctx.todo(_key(p))])
+    if not todo:
+        return
+    jobs = ctx.settings.jobs or min(os.cpu_count() or 1, len(todo))
+    base_graph, base_flops = builder.torch_graph(ctx.spec["model"], plans.key(()))
     base = (base_graph.model.SerializeToString(), base_flops)
-    cache = str(run_dir(store.url, run_id) / "torch-cache")
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-        initargs=(spec["model"], settings, base_pred, base, cache),
-    ) as pool:  # fmt: skip
-        futures = [
-            pool.submit(_work, p, str(artifact_dir(store.url, run_id, plans.key(plans.from_json(p)))))
-            for p in todo
-        ]  # fmt: skip
-        for fut in as_completed(futures):
-            yield fut.result()
+    cache = str(run_dir(ctx.store.url, ctx.run_id) / "torch-cache")
+    initargs = (ctx.spec["model"], ctx.settings, ctx.base_pred, base, cache)
+    work = [(p, str(ctx.out_dir(_key(p)))) for p in todo]
+    total = len(ctx.spec["plans"])
+    for (plan_json, _), row in pool.run_all(ctx.executor, jobs, _init_worker, initargs, _work,
+                                            work):  # fmt: skip
+        if not isinstance(row, Row):  # the executor's failure, not the config's
+            row = Row.failed(plans.from_json(plan_json), row)
+        ctx.record(plan_json, row)
+        ctx.report(len(ctx.rows), total, row)
+
+
+def _key(plan_json: list) -> str:
+    return plans.key(plans.from_json(plan_json))
 
 
 def sweep(
@@ -250,55 +194,20 @@ def sweep(
     plan_list: Sequence[Sequence[object]],
     settings: Settings | None = None,
     store: Store | None = None,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
+    executor: pool.Factory = pool.local,
 ) -> int:
-    """Create and execute a run; returns its id.
+    """Create and execute a sweep run (:mod:`optim.runs`); returns its id.
 
     Example:
         >>> run_id = sweep("digits_cnn", grid(bits=(4, 8), sparsity=(0.0, 0.5)))  # doctest: +SKIP
     """
+    from optim import runs
+
     store = store or Store()
-    run_id = create(store, model, plan_list, settings or Settings())
-    execute(store, run_id, progress)
+    run_id = runs.create(store, model, plan_list, settings)
+    runs.execute(store, run_id, progress, executor)
     return run_id
-
-
-# ------------------------------------------------------------------ background runs (dashboard)
-
-
-def launch(store: Store, run_id: int) -> int:
-    """Execute run ``run_id`` in a detached ``python -m optim sweep --resume`` process.
-
-    The process outlives the caller (a closed browser tab or a restarted dashboard does not stop
-    it) and streams rows into the store; returns its pid.
-    """
-    import subprocess
-    import sys
-
-    log = run_dir(store.url, run_id) / "sweep.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OPTIM_DB_URL": store.url}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "optim", "sweep", "--resume", str(run_id)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parents[1], env=env, start_new_session=True,
-        )  # fmt: skip
-    store.set_status(run_id, "running", pid=proc.pid)
-    return proc.pid
-
-
-def cancel(store: Store, run_id: int) -> None:
-    """Stop a running sweep (its finished rows stay in the store; it can be resumed)."""
-    import signal
-
-    run = store.run(run_id)
-    if run["pid"] and pid_alive(run["pid"]):
-        try:
-            os.killpg(run["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    store.set_status(run_id, "cancelled")
 
 
 state = run_state  # the run's state, e.g. "interrupted" (see optim.store.run_state)
@@ -352,3 +261,71 @@ def estimate_seconds(
     workers = jobs or min(os.cpu_count() or 1, n)
     build = max((per * n + sum(costs)) / workers, max(costs, default=0.0) + per)
     return 15.0 + build + n * timing_s  # the timing phase runs one config at a time
+
+
+def with_mixed(
+    model: str,
+    grid_plans: list[tuple],
+    bits: Sequence[int],
+    sparsity: Sequence[float],
+    structured: bool,
+    granularity: Sequence[str],
+    keep_8bit: Sequence[int],
+) -> list[tuple]:
+    """``grid_plans`` plus, for each K of ``keep_8bit``, each sub-8-bit config of the grid with
+    its K layers most sensitive to 3-bit rounding (measured on the calib split) kept at 8 bits
+    (:class:`~optim.techniques.MixedQuantize`)."""
+    from optim.sensitivity import rank, sensitivity
+    from optim.techniques import MixedQuantize
+
+    sub8 = [b for b in bits if 2 <= b < 8]
+    if not (keep_8bit and sub8):
+        return list(grid_plans)
+    ranking = tuple(rank(sensitivity(model, bits=(3,), sparsities=())))
+    out = list(grid_plans)
+    for k, s, b, g in itertools.product(keep_8bit, sparsity, sub8, granularity):
+        prune = () if s == 0 else ((StructuredPrune if structured else Prune)(s),)
+        out.append(prune + (MixedQuantize(default_bits=b, keep_8bit=k, sensitivity=ranking,
+                                          granularity=g),))  # fmt: skip
+    return out
+
+
+_GRID_STEPS = {"Distill", "Prune", "StructuredPrune", "Quantize", "Int8", "DynamicInt8"}
+
+
+def summary(spec: dict) -> str:
+    """One line for a sweep's plans: its grid's axes (``"bits 4,8,32 x sparsity 0,0.5,
+    structured"``) when its plans are one, then any other plans by label.
+
+    Example:
+        >>> from optim.plan import to_json
+        >>> summary({"plans": [to_json(p) for p in grid(bits=(4, 32), sparsity=(0.0, 0.5))]})
+        'bits 4,32 x sparsity 0,0.5'
+    """
+    from optim.rows import plan_fields
+
+    cells, others = {}, []
+    for p in spec["plans"]:
+        plan = plans.from_json(p)
+        names = {type(c).__name__ for c in plan}
+        if names <= _GRID_STEPS:
+            student = next((c.width for c in plan if isinstance(c, Distill)), None)
+            f = plan_fields(plan)
+            cells[(student, f["sparsity"] or 0.0, f["bits"])] = names
+        else:
+            others.append(plans.label(plan))
+    axes = [sorted({c[i] for c in cells}, key=lambda v: (v is None, v)) for i in range(3)]
+    parts = []
+    if len(cells) > 1 and len(cells) == np.prod([len(a) for a in axes]):
+        parts.append(f"bits {','.join(map(str, axes[2]))} x sparsity "
+                     f"{','.join(f'{s:g}' for s in axes[1])}")  # fmt: skip
+        if students := [w for w in axes[0] if w is not None]:
+            parts[0] += f" x students {','.join(f'{w:g}' for w in students)}"
+        if any("StructuredPrune" in n for n in cells.values()):
+            parts[0] += ", structured"
+    else:
+        others = [plans.label(plans.from_json(p)) for p in spec["plans"] if p]
+    if others:
+        shown = "; ".join(others[:3]) + ("; ..." if len(others) > 3 else "")
+        parts.append(f"{len(others)} plan{'s' * (len(others) != 1)}: {shown}")
+    return " + ".join(parts) or "the baseline only"

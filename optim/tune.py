@@ -1,30 +1,30 @@
 """Hyper-parameter optimization of recovery training (learning rate, epochs, temperature).
 
 An Optuna study (grid, random or TPE sampler) varies the training fields of the first recovery
-step of a plan (FineTune, QAT or Distill), builds the whole plan into an artifact for every
-trial and scores it by accuracy on the *calibration* split (the held-out test split never
-steers the choice). Training itself stops early on its validation carve-out (``optim.train``);
+step of a plan (FineTune, QAT or Distill), builds and measures the whole plan for every trial
+(a row of the run, like a sweep's) and scores it by accuracy on the *calibration* split (the
+held-out test split never steers the choice; it is only reported). Training itself stops early on its validation carve-out (``optim.train``);
 the study stops at its trial budget or time budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import optuna
 import pandas as pd
 
-from optim import measure
 from optim import plan as plans
-from optim.artifact import write_artifact
-from optim.build import build
-from optim.metrics import predictions
-from optim.sources import get_source
+from optim.build import Settings
+from optim.sources import ModelSource
+from optim.store import Store
+from optim.sweep import checked_plans
+
+if TYPE_CHECKING:
+    from optim.context import Context
 
 SAMPLERS = ("grid", "random", "tpe")
 TUNABLE = ("lr", "epochs", "temperature")
@@ -38,6 +38,7 @@ class TuneResult:
     plan: tuple  # the best plan found
     accuracy: float  # its calibration-split accuracy
     trials: pd.DataFrame  # one row per trial: its parameters and calib accuracy
+    run_id: int | None = None  # the run whose rows are the trials
 
 
 def _step(plan: Sequence[object]) -> int:
@@ -58,42 +59,62 @@ def _sampler(name: str, seed: int, names: list[str]) -> optuna.samplers.BaseSamp
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def tune(
-    model: str,
-    plan: Sequence[object],
+def spec(
+    source: ModelSource,
+    plan: Sequence[object] | list,
     trials: int = 10,
     sampler: str = "tpe",
     seed: int = 0,
-    timeout_s: float | None = None,
-) -> TuneResult:
-    """Find the recovery-training settings that give ``plan`` its best calibration accuracy.
-
-    Args:
-        model: A sample name or ``model.onnx:data.npz``.
-        plan: A plan with a training step, e.g. ``(StructuredPrune(0.5), FineTune(), Quantize(4))``.
-        trials: Trial budget (the grid sampler stops earlier when its grid is exhausted).
-        sampler: ``"grid"``, ``"random"`` or ``"tpe"``.
-        seed: Seeds the sampler (and the training, through the plan's context).
-        timeout_s: Stop starting trials after this many seconds.
-
-    Example:
-        >>> best = tune("digits_cnn", (StructuredPrune(0.5), FineTune(), Quantize(4)), trials=6)  # doctest: +SKIP
-        >>> best.plan[1]  # doctest: +SKIP
-        FineTune(epochs=5, lr=0.0021...)
-    """
+) -> dict:
+    """The tuning part of a run's spec (see :func:`optim.runs.create`), checked."""
     if sampler not in SAMPLERS:
         raise ValueError(f"`sampler` must be one of {SAMPLERS}, but got sampler={sampler!r}")
     if trials < 1:
         raise ValueError(f"`trials >= 1` must hold, but got trials={trials}")
-    plan = plans.validate(plan)
+    if seed < 0:
+        raise ValueError(f"`seed >= 0` must hold, but got seed={seed}")
+    plan = plans.validate(plans.from_json(plan) if plan and isinstance(plan[0], dict) else plan)
+    _step(plan)
+    if source.splits["calib"].y is None:
+        raise ValueError(f"tuning needs calibration labels, but {source.name!r} has none")
+    checked_plans(source, [plan])  # can it run on this source at all
+    return {
+        "plans": [plans.to_json(())],
+        "tune": {"plan": plans.to_json(plan), "trials": trials, "sampler": sampler, "seed": seed},
+    }
+
+
+def study_name(run_id: int) -> str:
+    """The Optuna study of tuning run ``run_id``."""
+    return f"optim-tune-run-{run_id}"
+
+
+def summary(spec: dict) -> str:
+    """``"tune prune 50% + fine-tune ... , 10 trials (tpe)"``."""
+    t = spec["tune"]
+    return f"tune {plans.label(plans.from_json(t['plan']))}, {t['trials']} trials ({t['sampler']})"
+
+
+def delete_study(store: Store, run_id: int) -> None:
+    try:
+        optuna.delete_study(study_name=study_name(run_id), storage=store.url)
+    except KeyError:  # never started: no study
+        pass
+
+
+def run(ctx: Context) -> None:
+    """The tuning's part of a run: the sampler varies the training step's fields; each trial's
+    plan is built, measured and stored as a row (its calib accuracy is the objective)."""
+    opts = ctx.spec["tune"]
+    plan = plans.from_json(opts["plan"])
     i = _step(plan)
     names = [f.name for f in dataclasses.fields(plan[i]) if f.name in TUNABLE]
-    source = get_source(model)
-    calib = source.splits["calib"]
-    if calib.y is None:
-        raise ValueError(f"tuning needs calibration labels, but {source.name!r} has none")
+    study = ctx.study(study_name(ctx.run_id), direction="maximize",
+                      sampler=_sampler(opts["sampler"], opts["seed"], names))  # fmt: skip
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
     def objective(trial: optuna.Trial) -> float:
+        nonlocal done
         values = {}
         for n in names:
             low, high = SPACE[n]
@@ -104,17 +125,60 @@ def tune(
             else:
                 values[n] = trial.suggest_float(n, low, high)
         candidate = plan[:i] + (dataclasses.replace(plan[i], **values),) + plan[i + 1 :]
-        graph, _ = build(source, candidate, seed)
-        with tempfile.TemporaryDirectory() as d:
-            write_artifact(graph, Path(d))  # score the artifact that would ship
-            sess = measure.session(Path(d) / "model.onnx")
-            pred = predictions(measure.predict(sess, calib.x, output=source.output))
         trial.set_user_attr("plan", plans.to_json(candidate))
-        return float(np.mean(pred == calib.y))
+        key = plans.key(candidate)
+        if ctx.todo(key):
+            ctx.record(plans.to_json(candidate), ctx.trial(candidate, {"trial": trial.number}))
+        row = ctx.rows[key]
+        if row.error is not None:
+            raise RuntimeError(row.error)
+        done += 1
+        ctx.report(done, opts["trials"], row)
+        return float(row.extra["calib_accuracy"])
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=_sampler(sampler, seed, names))
-    study.optimize(objective, n_trials=trials, timeout=timeout_s)
-    table = study.trials_dataframe(attrs=("number", "params", "value", "duration"))
+    if opts["trials"] > done:
+        study.optimize(objective, n_trials=opts["trials"] - done, catch=(RuntimeError,),
+                       timeout=ctx.options.get("timeout_s"))  # fmt: skip
+
+
+def result(store: Store, run_id: int) -> TuneResult:
+    """The best plan of tuning run ``run_id`` and its trials."""
+    study = optuna.load_study(study_name=study_name(run_id), storage=store.url)
+    table = study.trials_dataframe(attrs=("number", "params", "value", "duration", "state"))
     best = study.best_trial
-    return TuneResult(plans.from_json(best.user_attrs["plan"]), float(best.value), table)
+    return TuneResult(plans.from_json(best.user_attrs["plan"]), float(best.value), table, run_id)
+
+
+def tune(
+    model: str,
+    plan: Sequence[object],
+    trials: int = 10,
+    sampler: str = "tpe",
+    seed: int = 0,
+    timeout_s: float | None = None,
+    store: Store | None = None,
+) -> TuneResult:
+    """Find the recovery-training settings that give ``plan`` its best calibration accuracy;
+    every trial is a stored row of a new run (:mod:`optim.runs`).
+
+    Args:
+        model: A sample name or ``model.onnx:data.npz``.
+        plan: A plan with a training step, e.g. ``(StructuredPrune(0.5), FineTune(), Quantize(4))``.
+        trials: Trial budget (the grid sampler stops earlier when its grid is exhausted).
+        sampler: ``"grid"``, ``"random"`` or ``"tpe"``.
+        seed: Seeds the sampler (and the training, through the run's settings).
+        timeout_s: Stop starting trials after this many seconds.
+        store: The run store (default :class:`~optim.store.Store`).
+
+    Example:
+        >>> best = tune("digits_cnn", (StructuredPrune(0.5), FineTune(), Quantize(4)), trials=6)  # doctest: +SKIP
+        >>> best.plan[1]  # doctest: +SKIP
+        FineTune(epochs=5, lr=0.0021...)
+    """
+    from optim import runs
+
+    store = store or Store()
+    opts = {"plan": plan, "trials": trials, "sampler": sampler, "seed": seed}
+    run_id = runs.create(store, model, settings=Settings(seed=seed), tune=opts)
+    runs.execute(store, run_id, timeout_s=timeout_s)
+    return result(store, run_id)

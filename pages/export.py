@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from optim import cli, ui
+from optim import export, ui
 from optim import frontier as fr
 from pages._ui import common
 
@@ -85,7 +85,7 @@ else:
         help="The same file, zstd-compressed (`zstd -d model.onnx.zst`); absent when "
         "compression does not make it smaller",
     )
-recipe = json.dumps(cli.recipe(cur.run, row), indent=2, default=str)
+recipe = json.dumps(export.recipe(cur.run, row), indent=2, default=str)
 recipe_col = st.columns(3)[2] if missing else recipe_col
 recipe_col.download_button(
     "recipe.json",
@@ -101,7 +101,7 @@ recipe_col.download_button(
 st.subheader("Rebuild it")
 spec = cur.run["spec"]
 st.code(
-    cli.reproduce_command(spec["model"], row["plan"], spec["settings"]),
+    export.reproduce_command(spec["model"], row["plan"], spec["settings"]),
     language="bash",
     wrap_lines=True,
 )

@@ -182,7 +182,7 @@ def test_the_rebuild_command_quotes_every_argument(tmp_path):
 
 
 def cli_reproduce(model, plan, settings):
-    from optim.cli import reproduce_command
+    from optim.export import reproduce_command
 
     return reproduce_command(model, plan, settings)
 

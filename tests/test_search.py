@@ -240,8 +240,9 @@ def test_search_stores_every_trial_and_resumes_without_repeating(fresh_store):
 
     calls = []
     again = search("digits_cnn", trials=9, store=fresh_store, run_id=run_id,
-                   progress=lambda done, total, row: calls.append((done, total)))  # fmt: skip
-    assert again == run_id and calls == [(7, 9), (8, 9), (9, 9)]
+                   progress=lambda done, total, row: calls.append((done, total, row is None)))  # fmt: skip
+    assert again == run_id and calls[:-1] == [(7, 9, False), (8, 9, False), (9, 9, False)]
+    assert calls[-1][2]  # then the timing phase, done
     study = optuna.load_study(study_name=study_name(run_id), storage=fresh_store.url)
     assert len(study.trials) == 9
     assert [(t.number, t.params, t.values) for t in study.trials[:6]] == first

@@ -13,14 +13,13 @@ import pandas as pd
 import pytest
 
 from optim import plan as plans
+from optim.runs import create, execute
 from optim.store import Store
 from optim.sweep import (
     ORDERS,
     TRAINING_GUESS_S,
     Settings,
-    create,
     estimate_seconds,
-    execute,
     grid,
     run_dir,
     sweep,

@@ -217,10 +217,10 @@ def current() -> Current | None:
 
 
 def _resume(run_id: int) -> None:
-    from optim import sweep
+    from optim import runs
 
     try:
-        sweep.launch(store(), run_id)
+        runs.launch(store(), run_id)
     except (OSError, ValueError) as e:
         st.session_state["_flash"] = f"Could not resume run #{run_id}: {e}"
 

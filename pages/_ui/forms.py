@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from optim import plan as plans
-from optim import sweep, ui
+from optim import runs, sweep, ui
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.glossary import tip
 from pages._ui import common
@@ -261,8 +261,8 @@ def settings_form() -> sweep.Settings | None:
 def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
     store = common.store()
     try:
-        run_id = sweep.create(store, model, plan_list, settings)
-        sweep.launch(store, run_id)
+        run_id = runs.create(store, model, plan_list, settings)
+        runs.launch(store, run_id)
     except (OSError, ValueError) as e:
         st.session_state["_flash"] = f"Could not start the sweep: {e}"
         return
@@ -271,12 +271,12 @@ def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
 
 
 def _start_search(model: str, trials: int, seed: int, settings: sweep.Settings) -> None:
-    from optim.search import create_search
-
     store = common.store()
     try:
-        run_id = create_search(store, model, trials, seed, settings)
-        sweep.launch(store, run_id)  # `python -m optim sweep --resume` runs search runs too
+        run_id = runs.create(
+            store, model, settings=settings, search={"trials": trials, "seed": seed}
+        )
+        runs.launch(store, run_id)
     except (OSError, ValueError) as e:
         st.session_state["_flash"] = f"Could not start the search: {e}"
         return
@@ -351,7 +351,7 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings | None)
 
 
 def _cancel(run_id: int) -> None:
-    sweep.cancel(common.store(), run_id)
+    runs.cancel(common.store(), run_id)
 
 
 def progress_panel(run_id: int) -> None:
