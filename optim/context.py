@@ -6,8 +6,7 @@ how it went. :mod:`optim.runs` makes one; :mod:`optim.sweep`, :mod:`optim.search
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from optim import build as builder
 from optim import plan as plans
+from optim.artifact import write_atomic
 from optim.build import Settings, evaluate
 from optim.pool import Factory
 from optim.rows import Row, error_kind
@@ -151,19 +151,21 @@ class Context:
         return study
 
 
+def delete_study(store: Store, name: str) -> None:
+    """Delete the Optuna study ``name`` of a deleted run (none if it never started)."""
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=name, storage=store.url)
+    except KeyError:
+        pass
+
+
 def save_pred(path: Path, pred: np.ndarray) -> None:
     """Write ``pred`` to ``path`` atomically: a killed write leaves the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pred-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, pred, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, pred, allow_pickle=False)
+    write_atomic(path, buf.getvalue())
 
 
 def load_pred(path: Path, n_test: int) -> np.ndarray | None:

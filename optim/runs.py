@@ -30,7 +30,7 @@ from pathlib import Path
 
 from optim import lease, sweep
 from optim.build import Settings
-from optim.context import Context, Outcome, Progress, outcome
+from optim.context import Context, Outcome, Progress, delete_study, outcome
 from optim.pool import Factory, local
 from optim.sources import check, data_record, get_source, source_spec
 from optim.store import Store, pid_alive, run_state
@@ -212,7 +212,7 @@ def delete(store: Store, run_id: int) -> None:
     run = store.run(run_id)
     refuse_live(run)
     if kind(run["spec"]) != "sweep":
-        _module(run["spec"]).delete_study(store, run_id)
+        delete_study(store, _module(run["spec"]).study_name(run_id))
     store.delete_run(run_id)
     shutil.rmtree(sweep.run_dir(store.url, run_id), ignore_errors=True)
 

@@ -140,14 +140,6 @@ def summary(spec: dict) -> str:
     return f"search, {spec['search']['trials']} trials"
 
 
-def delete_study(store: Store, run_id: int) -> None:
-    """Delete the run's Optuna study (the run itself is deleted by :func:`optim.runs.delete`)."""
-    try:
-        optuna.delete_study(study_name=study_name(run_id), storage=store.url)
-    except KeyError:  # never started: no study
-        pass
-
-
 def search(
     model: str,
     trials: int = 40,

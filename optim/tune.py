@@ -95,13 +95,6 @@ def summary(spec: dict) -> str:
     return f"tune {plans.label(plans.from_json(t['plan']))}, {t['trials']} trials ({t['sampler']})"
 
 
-def delete_study(store: Store, run_id: int) -> None:
-    try:
-        optuna.delete_study(study_name=study_name(run_id), storage=store.url)
-    except KeyError:  # never started: no study
-        pass
-
-
 def run(ctx: Context) -> None:
     """The tuning's part of a run: the sampler varies the training step's fields; each trial's
     plan is built, measured and stored as a row (its calib accuracy is the objective)."""

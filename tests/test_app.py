@@ -131,14 +131,14 @@ def test_every_page_renders_with_an_empty_store(empty_store, page):
 
 def test_the_welcome_starts_a_quick_sweep_in_one_click(empty_store, tmp_path, monkeypatch):
     monkeypatch.setenv("OPTIM_HOME", str(tmp_path))
-    from optim import sweep
+    from optim import runs as life
 
     at = healthy(app(page="tradeoffs"))
     at.button(key="quick_start").click().run()
     runs = empty_store.runs()
     assert len(runs) == 1 and runs["model"].iloc[0] == "digits_cnn"
     run_id = int(runs["id"].iloc[0])
-    sweep.cancel(empty_store, run_id)  # the run itself is the sweep tests' to check
+    life.cancel(empty_store, run_id)  # the run itself is the sweep tests' to check
     assert at.session_state["run"] == run_id and not at.exception
     assert len(runs["spec"].iloc[0]["plans"]) == 6  # fp32, 8-bit, 4-bit x 0 and 50 % pruning
 
