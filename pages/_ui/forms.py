@@ -10,6 +10,7 @@ import streamlit as st
 
 from optim import plan as plans
 from optim import runs, sweep, ui
+from optim.estimate import estimate
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.glossary import tip
 from pages._ui import common
@@ -320,18 +321,14 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings | None)
     n = ui.count_configs(plan_list) if plan_list else 0
     timing = (settings or sweep.Settings()).min_seconds  # calls, plus fresh sessions:
     timing += 0.05 * sweep.TIMING_BLOCKS
-    seconds = (
-        sweep.estimate_seconds(common.store(), model, plan_list, timing_s=timing) if n else 0.0
-    )
+    est = estimate(common.store(), model, plan_list, timing_s=timing) if n else None
     busy = live_runs()
     count, eta, go = st.columns([1, 1, 1.2], vertical_alignment="center")
     count.metric("Configs", n, help="Including the fp32 baseline")
     eta.metric(
-        "Estimated time",
-        ui.fmt_duration(seconds) if n else "—",
-        help="From this model's earlier runs (else ~2 s per config and ~1 min per student or "
-        "fine-tune it has never trained), over the CPU cores, plus the timing phase that "
-        "times every config together once all are built",
+        "Estimated time" if est is None or est.measured else "Estimated time (a guess)",
+        ui.fmt_duration(est.seconds) if est else "—",
+        help=(est.basis[0].upper() + est.basis[1:] + ".") if est else None,
     )
     go.button(
         "Run sweep",
@@ -343,6 +340,8 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings | None)
         width="stretch",
         help="Fix the field marked in red first" if settings is None else None,
     )
+    if est is not None:
+        st.caption(f"Estimated {est.basis}.")
     if busy:
         go.caption(
             f"Run #{busy[0]} is still measuring; one sweep at a time keeps the latency "
