@@ -65,6 +65,7 @@ def _driver(url: str) -> str:
 
 
 RETRY_S = 60.0  # how long a write waits for a lost database server (a restart) to come back
+OPEN_RETRY_S = 10.0  # opening waits less: a wrong host or password should not hang a minute
 NAME_MAX, NOTES_MAX = 80, 2000
 
 
@@ -112,11 +113,12 @@ class Result(Base):
 def _retrying(method):
     """Retry ``method`` while the database server is unreachable (PostgreSQL restarting), up to
     :data:`RETRY_S`. Every store write is idempotent (rows are unique by (run, key)), so a write
-    whose commit was lost with its connection is simply written again."""
+    whose commit was lost with its connection is simply written again (except ``create_run``:
+    a commit lost exactly then leaves an extra empty run)."""
 
     @functools.wraps(method)
     def retried(self: Store, *args, **kwargs):
-        deadline, pause = time.monotonic() + RETRY_S, 0.1
+        deadline, pause = time.monotonic() + self._patience, 0.1
         while True:
             try:
                 return method(self, *args, **kwargs)
@@ -150,7 +152,9 @@ class Store:
                 Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine = _engine(self.url)
             self._writer = sessionmaker(self.engine.execution_options(optim_write=True))
+            self._patience = OPEN_RETRY_S
             self._migrate()
+            self._patience = RETRY_S
         except (OSError, SQLAlchemyError) as e:
             reason = str(e.orig if hasattr(e, "orig") else e).splitlines()[0]
             raise ValueError(f"run store {self.url!r} is not writable ({reason})") from None

@@ -10,10 +10,12 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from optim import migrations
 from optim.rows import Row
@@ -273,6 +275,23 @@ def test_sqlite_writers_and_a_reader_at_once_lose_nothing(tmp_path):
     assert {r.accuracy for i in store.runs()["id"] for r in store.rows(int(i))} == {0.6}
 
 
+def test_postgresql_writes_wait_out_server_restarts(postgres):
+    store = Store(postgres.new_database())
+    run_id = store.create_run("digits_cnn", {})
+    lost = []
+    event.listen(store.engine, "handle_error", lambda ctx: lost.append(ctx.is_disconnect))
+    restarts = threading.Thread(target=lambda: [postgres.restart() for _ in range(3)])
+    restarts.start()
+    n = 0
+    while restarts.is_alive() or n < 20:
+        store.add_result(run_id, [], _row(f"k{n}"))
+        n += 1
+    restarts.join()
+    assert any(lost)  # writes did meet the outage ...
+    assert store.keys(run_id) == {f"k{i}" for i in range(n)}  # ... and none was lost
+    assert len(store.rows(run_id)) == n
+
+
 def _sweep(url: str, home: Path, bits: str = "8,32") -> subprocess.Popen:
     env = {**os.environ, "OPTIM_DB_URL": url, "OPTIM_HOME": str(home), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "optim", "sweep", "--model", "digits_cnn", "--bits", bits,
@@ -311,6 +330,9 @@ def test_a_sweep_on_postgresql_streams_rows_and_survives_restarts(postgres, tmp_
     url, stop = postgres.new_database(), tmp_path / "stop"
     sweep = _sweep(url, tmp_path / "home")
     reader = _python(READ_LOOP, url, str(stop))
+    store = Store(url)
+    while store.runs().empty and sweep.poll() is None:  # the sweep has started
+        time.sleep(0.2)
     restarts = 0
     while sweep.poll() is None and restarts < 40:
         time.sleep(1.0)

@@ -24,9 +24,11 @@ Example:
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 HEAD = "0002"  # the newest revision in versions/
 VERSION_TABLE = "optim_alembic_version"
@@ -35,10 +37,12 @@ _LOCK = 0x6F7074696D  # "optim": PostgreSQL advisory lock that serializes concur
 
 
 def current(conn: Connection) -> str | None:
-    """The store's schema revision (None: no version table yet). Two cheap queries."""
-    if not inspect(conn).has_table(VERSION_TABLE):
+    """The store's schema revision (None: no version table yet): one cheap query."""
+    try:
+        with conn.begin_nested() if conn.in_transaction() else nullcontext():
+            return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    except (OperationalError, ProgrammingError):  # no such table
         return None
-    return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def upgrade(conn: Connection, url: str) -> None:
