@@ -26,7 +26,7 @@ _EXPORTS = {
     "optim.runs": ["create", "execute"],
     "optim.sweep": ["Settings", "grid", "sweep"],
     "optim.techniques": ["QAT", "Distill", "DynamicInt8", "FineTune", "GradualPrune",
-                         "Int4MatMul", "Int8", "LowRank", "MixedQuantize", "Prune", "Quantize",
+                         "Int4MatMul", "Int8", "Int8Auto", "Int8Fallback", "LowRank", "MixedQuantize", "Prune", "Quantize",
                          "StructuredPrune"],
     "optim.search": ["search", "hypervolume"],
     "optim.sensitivity": ["sensitivity"],

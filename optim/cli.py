@@ -28,7 +28,7 @@ SPARSITY = [0.0, 0.5, 0.75, 0.9]
 GRID_FLAGS = {  # flags that only change the grid's configs
     "--structured": lambda a: a.structured,
     "--order": lambda a: a.order != "prune-first",
-    "--int8": lambda a: a.int8 != "static",
+    "--int8": lambda a: a.int8 != "auto",
     "--asymmetric": lambda a: a.asymmetric,
     "--granularity": lambda a: a.granularity != "channel",
 }
@@ -99,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--granularity", default="channel", help="channel, tensor or channel,tensor")
     s.add_argument(
-        "--int8", default="static", choices=sw.INT8_MODES, help="how 8-bit configs execute"
+        "--int8", default="auto", choices=sw.INT8_MODES, help="how 8-bit configs execute"
     )
     s.add_argument("--asymmetric", action="store_true")
     s.add_argument(

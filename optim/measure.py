@@ -185,6 +185,42 @@ def latency(
     )
 
 
+def node_times(
+    model: onnx.ModelProto | Path,
+    example: Inputs,
+    threads: int = 1,
+    runs: int = 30,
+    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> dict[str, tuple[str, float]]:
+    """ORT's profiler on ``runs`` calls: node name (after ORT's optimizations at ``level``) ->
+    (op type, median kernel time in µs; the median, so one preempted call does not count)."""
+    import json
+    import tempfile
+    from collections import defaultdict
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(d) / "prof")
+        opts.graph_optimization_level = level
+        opts.log_severity_level = 3
+        src = str(model) if isinstance(model, Path) else model.SerializeToString()
+        sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+        inputs = feed(sess, example)
+        for _ in range(runs):
+            sess.run(None, inputs)
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    durations: dict[str, list[float]] = defaultdict(list)
+    ops: dict[str, str] = {}
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            name = ev["name"].removesuffix("_kernel_time")
+            durations[name].append(ev.get("dur", 0))
+            ops[name] = ev.get("args", {}).get("op_name", "")
+    return {k: (ops[k], float(np.median(v))) for k, v in durations.items()}
+
+
 # ---------------------------------------------------------------------------- paired accuracy
 
 

@@ -261,7 +261,7 @@ def plan_fields(plan: Sequence[object]) -> dict:
     sparsity: float | None = 0.0
     for c in plan:
         name = type(c).__name__
-        if name in ("Int8", "DynamicInt8"):
+        if name in ("Int8", "Int8Auto", "Int8Fallback", "DynamicInt8"):
             bits = 8
         elif name == "Int4MatMul":
             bits = 4

@@ -18,11 +18,7 @@ starts), so it must not see the data that judges the result.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -45,35 +41,18 @@ def _node_times(model: onnx.ModelProto, example: np.ndarray, threads: int, runs:
     """Share of ORT kernel time per graph node (basic optimizations only: node names survive)."""
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory() as d:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(d) / "prof")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(
-            model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
-        inputs = measure.feed(sess, example)
-        for _ in range(runs):
-            sess.run(None, inputs)
-        trace = json.loads(Path(sess.end_profiling()).read_text())
-    durations: dict[str, list[float]] = defaultdict(list)
-    for ev in trace:
-        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-            durations[ev["name"].removesuffix("_kernel_time")].append(ev.get("dur", 0))
-    # the median run of each node: one preempted run must not make a small node look big
-    times = {k: float(np.median(v)) for k, v in durations.items()}
-    total = sum(times.values()) or 1.0
-    return {k: v / total for k, v in times.items()}
+    times = measure.node_times(
+        model, example, threads, runs, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
+    total = sum(t for _, t in times.values()) or 1.0
+    return {k: t / total for k, (_, t) in times.items()}
 
 
 def _logits(model: onnx.ModelProto, x, threads: int, output: str | None = None) -> np.ndarray:
     return measure.predict(measure.session(model.SerializeToString(), threads), x, output=output)
 
 
-def _calib_score(z: np.ndarray, z0: np.ndarray, ref: np.ndarray, metric: str) -> float:
+def calib_score(z: np.ndarray, z0: np.ndarray, ref: np.ndarray, metric: str) -> float:
     """The source's metric on the calib split: top-1 against ``ref``, or for ``fidelity`` the
     mean cosine similarity to the baseline's outputs ``z0``."""
     if metric == "fidelity":
@@ -125,7 +104,7 @@ def sensitivity(
     calib = source.splits["calib"]
     z0 = _logits(graph.model, calib.x, threads, source.output)  # (N, classes)
     ref = calib.y if calib.y is not None else metrics.predictions(z0)
-    base_acc = _calib_score(z0, z0, ref, source.metric)
+    base_acc = calib_score(z0, z0, ref, source.metric)
     scale = float(np.var(z0.astype(np.float64))) or 1.0
 
     inits = {t.name: t for t in graph.model.graph.initializer}
@@ -147,7 +126,7 @@ def sensitivity(
         node = consumer[layer]
         for kind, setting, enc in variants:
             z = _logits(_only(graph, layer, enc), calib.x, threads, source.output)
-            acc = _calib_score(z, z0, ref, source.metric)
+            acc = calib_score(z, z0, ref, source.metric)
             rows.append({
                 "layer": layer, "name": names.get(layer, layer), "op": node.op_type, "kind": kind, "setting": setting,
                 "accuracy": acc, "accuracy_drop": base_acc - acc,
@@ -206,7 +185,23 @@ def rank(df: pd.DataFrame, bits: int = 3) -> list[str]:
     if rows.empty:
         measured = sorted(int(b) for b in df.loc[df["kind"] == "quantize", "setting"].unique())
         raise ValueError(f"`bits` must be one of the measured {measured}, but got bits={bits}")
-    rows = rows.sort_values(["accuracy_drop", "params"], ascending=[False, True], kind="stable")
+    return order(rows)
+
+
+def order(rows: pd.DataFrame) -> list[str]:
+    """``rows["layer"]`` most harmful first: by ``accuracy_drop``, then ``output_noise`` (the
+    finer signal when a few hundred calib samples tie), then fewer ``params`` (keeping a small
+    layer at higher precision costs less). Shared by :func:`rank` (sub-8-bit weights) and
+    :mod:`optim.fallback` (int8 nodes back to fp32).
+
+    Example:
+        >>> order(pd.DataFrame({"layer": ["a", "b", "c"], "accuracy_drop": [0.0, 0.1, 0.0],
+        ...     "output_noise": [0.1, 0.2, 0.3], "params": [1, 1, 1]}))
+        ['b', 'c', 'a']
+    """
+    rows = rows.sort_values(
+        ["accuracy_drop", "output_noise", "params"], ascending=[False, False, True], kind="stable"
+    )
     return rows["layer"].tolist()
 
 

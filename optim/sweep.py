@@ -29,12 +29,12 @@ from optim.build import Settings, check_torch_steps, evaluate
 from optim.rows import Row
 from optim.sources import ModelSource, get_source
 from optim.store import Store, home, run_state
-from optim.techniques import Distill, DynamicInt8, Int8, Prune, Quantize, StructuredPrune
+from optim.techniques import Distill, DynamicInt8, Int8, Int8Auto, Prune, Quantize, StructuredPrune
 
 if TYPE_CHECKING:
     from optim.context import Context, Progress
 
-INT8_MODES = ("static", "dynamic", "weight")
+INT8_MODES = ("auto", "static", "dynamic", "weight")
 ORDERS = ("prune-first", "quantize-first")
 
 
@@ -43,7 +43,7 @@ def grid(
     sparsity: Sequence[float] = (0.0, 0.5, 0.75, 0.9),
     structured: bool = False,
     granularity: Sequence[str] = ("channel",),
-    int8: str = "static",
+    int8: str = "auto",
     symmetric: bool = True,
     students: Sequence[float] = (),
     orders: Sequence[str] = ("prune-first",),
@@ -58,7 +58,9 @@ def grid(
     weight rounding; elsewhere the order is moot and one plan stands for both).
 
     ``bits`` 32 is fp32 (no quantization), 16 float16 storage, 8 int8 executed by ONNX Runtime
-    (``int8="static"``: calibrated QDQ; ``"dynamic"``: dynamic int8 Linear; ``"weight"``:
+    (``int8="auto"``: static int8 placed where it measured faster on this machine, see
+    :class:`~optim.techniques.Int8Auto`; ``"static"``: calibrated QDQ everywhere;
+    ``"dynamic"``: dynamic int8 Linear; ``"weight"``:
     8-bit stored, fp32 executed), 2-7 bit weights (INT2/INT4/INT8 storage) executed in fp32.
 
     Example:
@@ -87,6 +89,8 @@ def grid(
                 for g in granularity:
                     if b == 32:
                         q: tuple = ()
+                    elif b == 8 and int8 == "auto":
+                        q = (Int8Auto(),)
                     elif b == 8 and int8 == "static":
                         q = (Int8(granularity=g),)
                     elif b == 8 and int8 == "dynamic":

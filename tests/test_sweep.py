@@ -24,7 +24,7 @@ from optim.sweep import (
     run_dir,
     sweep,
 )
-from optim.techniques import Distill, Int8, Prune, Quantize, StructuredPrune
+from optim.techniques import Distill, Int8, Int8Auto, Prune, Quantize, StructuredPrune
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Settings(min_seconds=0.02, jobs=1, rounds=5)
@@ -33,7 +33,7 @@ FAST = Settings(min_seconds=0.02, jobs=1, rounds=5)
 def test_grid_is_the_cross_product_with_prune_first():
     g = grid(bits=(4, 8, 32), sparsity=(0.0, 0.5))
     assert len(g) == 6
-    assert (Prune(0.5), Quantize(4)) in g and (Int8(),) in g and () in g and (Prune(0.5),) in g
+    assert (Prune(0.5), Quantize(4)) in g and (Int8Auto(),) in g and () in g and (Prune(0.5),) in g
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_grid_sweeps_each_distilled_student_like_the_model():
 def test_order_is_a_grid_axis():
     g = grid(bits=(4, 8, 32), sparsity=(0.0, 0.5), orders=("prune-first", "quantize-first"))
     assert (Prune(0.5), Quantize(4)) in g and (Quantize(4), Prune(0.5)) in g
-    assert (Prune(0.5), Int8()) in g and (Int8(), Prune(0.5)) not in g  # int8 ends a plan
+    assert (Prune(0.5), Int8Auto()) in g and (Int8Auto(), Prune(0.5)) not in g  # int8 ends a plan
     assert len(g) == 7  # the order only matters for pruned, N-bit rounded weights
     structured = grid(bits=(4,), sparsity=(0.5,), structured=True, orders=ORDERS)
     assert structured == [(StructuredPrune(0.5), Quantize(4))]  # channels go in torch first
@@ -128,8 +128,9 @@ def test_small_sweep_end_to_end(fresh_store):
         assert row["acc_verdict"] in ("baseline", "same", "better", "worse")
     # executes the baseline's graph (dense fp32 with zeros): never called faster or slower
     assert df.set_index("label").loc["prune 50%", "speed_verdict"] == "same graph"
-    int8 = df[df["label"] == "int8 static/channel"].iloc[0]
-    assert int8["precision"].startswith("int8 QDQ") and int8["size_bytes"] < base["size_bytes"]
+    int8 = df[df["label"] == "int8 auto"].iloc[0]  # the grid's default 8-bit config
+    assert int8["precision"].startswith("int8 (") and " of 3 Conv" in int8["precision"]
+    assert int8["size_bytes"] < base["size_bytes"]
     assert fresh_store.run(run_id)["status"] == "done"
     assert fresh_store.run(run_id)["env"]["cpu"]["flags"] is not None
 

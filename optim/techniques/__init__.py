@@ -6,6 +6,8 @@ from optim.techniques.finetune import FineTune
 from optim.techniques.gradual import GradualPrune
 from optim.techniques.int4_matmul import Int4MatMul
 from optim.techniques.int8 import Int8
+from optim.techniques.int8_auto import Int8Auto
+from optim.techniques.int8_fallback import Int8Fallback
 from optim.techniques.lowrank import LowRank
 from optim.techniques.mixed import MixedQuantize
 from optim.techniques.prune import Prune
@@ -21,6 +23,8 @@ __all__ = [
     "GradualPrune",
     "Int4MatMul",
     "Int8",
+    "Int8Auto",
+    "Int8Fallback",
     "LowRank",
     "MixedQuantize",
     "Prune",

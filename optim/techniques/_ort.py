@@ -6,7 +6,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +19,23 @@ logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
 
 def through_files(model: onnx.ModelProto, fn: Callable[[Path, Path], None]) -> onnx.ModelProto:
-    """Save ``model``, call ``fn(input_path, output_path)``, load the output.
+    """Save ``model``, call ``fn(input_path, output_path)``, load the output (:func:`quiet`)."""
+    with quiet(), tempfile.TemporaryDirectory(prefix="optim-ort-") as d:
+        src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
+        onnx.save(model, src)
+        fn(src, dst)
+        return onnx.load(dst)
 
-    ORT's quantizers log to the root logger and print calibration progress; both are muted.
-    """
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """ORT's quantizers log to the root logger and print calibration progress: mute both."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="optim-ort-") as d,
-            contextlib.redirect_stdout(io.StringIO()),
-        ):
-            src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
-            onnx.save(model, src)
-            fn(src, dst)
-            return onnx.load(dst)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 

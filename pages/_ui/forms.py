@@ -19,6 +19,7 @@ BITS = (2, 3, 4, 5, 6, 8, 16, 32)
 SPARSITY = (0.0, 0.25, 0.5, 0.75, 0.9)
 STUDENTS = (0.75, 0.5, 0.35, 0.25)  # widths; 0.35 is a MobileNet width_mult of its paper
 INT8_HELP = {
+    "auto": "int8 where it measured faster on this machine, fp32 elsewhere (placement by timing)",
     "static": "calibrated int8 weights and activations (QDQ): really runs int8",
     "dynamic": "int8 MatMul/Gemm weights, activations quantized at run time",
     "weight": "8-bit storage only; executes in fp32",
