@@ -17,9 +17,12 @@ from optim.artifact import weight_initializers
 from optim.build import Settings, build, evaluate
 from optim.sources import sample_source
 from optim.techniques import (
+    GPTQ,
     QAT,
+    BiasCorrect,
     Distill,
     DynamicInt8,
+    Equalize,
     FineTune,
     GradualPrune,
     Int4MatMul,
@@ -30,6 +33,7 @@ from optim.techniques import (
     MixedQuantize,
     Prune,
     Quantize,
+    SmoothQuant,
     StructuredPrune,
 )
 from optim.techniques.quantize import quantize_array
@@ -146,7 +150,12 @@ EXAMPLES = {
     "QAT": QAT(3, epochs=1),
     "GradualPrune": GradualPrune(0.5, steps=2),
     "MixedQuantize": MixedQuantize({"1.weight": 8, "5.weight": 2}, default_bits=3),
+    "BiasCorrect": BiasCorrect(3),
+    "Equalize": Equalize(),
+    "GPTQ": GPTQ(3),
+    "SmoothQuant": SmoothQuant(),
 }
+CONTRACT_SOURCES = {"SmoothQuant": "digits_vit"}  # needs LayerNorm-fed Linear layers
 
 
 def test_every_registered_technique_has_a_contract_example():
@@ -159,7 +168,7 @@ def test_technique_contract(name):
     config round-trips through JSON, every field documented for the UI."""
     cfg = EXAMPLES[name]
     tech = plans.REGISTRY[name]
-    source = sample_source("cancer_mlp")
+    source = sample_source(CONTRACT_SOURCES.get(name, "cancer_mlp"))
     assert plans.from_json(json.loads(json.dumps(plans.to_json((cfg,))))) == (cfg,)
     for f in dataclasses.fields(cfg):
         assert "help" in f.metadata, f"{name}.{f.name} has no help text"
