@@ -30,7 +30,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optim import measure, metrics  # noqa: E402
+from optim import measure, metrics, scenarios  # noqa: E402
 from optim.build import build  # noqa: E402
 from optim.fallback import fallback_plans  # noqa: E402
 from optim.sources import get_source  # noqa: E402
@@ -126,8 +126,9 @@ def compare(name: str, work: Path, py: Path, args) -> list[dict]:
     if name == "mobilenet_v3" and args.floor:
         for (cfg,) in fallback_plans(source, args.floor):
             key = f"fallback {100 * args.floor:g}% step {cfg.step}"
-            steps.append((key, build(source, (cfg,))[0].precision))
-            onnx.save(build(source, (cfg,))[0].model, d / f"step{cfg.step}.onnx")
+            step = build(source, (cfg,))[0]
+            steps.append((key, step.precision))
+            onnx.save(step.model, d / f"step{cfg.step}.onnx")
             files[key] = d / f"step{cfg.step}.onnx"
     base_scores, base_out = score(files["fp32"], source, None)
     times = measure.time_interleaved(files, source.example, "fp32", threads=1,
@@ -140,11 +141,30 @@ def compare(name: str, work: Path, py: Path, args) -> list[dict]:
                      "high": t.speedup_high, "verdict": t.verdict, "p50": t.p50_ms,
                      "acc": s["accuracy"], "acc_low": s["acc_low"], "acc_high": s["acc_high"],
                      "metric": s["metric"], "size": os.path.getsize(path)})  # fmt: skip
+    if args.scenarios:
+        scenario_table(name, {k: v for k, v in files.items() if "fallback" not in k}, source, args)
     print(f"\n## {name}  (search {search_s:.0f} s; NNCF {version}; load {_load()})")
     print(f"int8 auto: {ours.precision}")
     for key, note in steps:
         print(f"{key}: {note}")
     return rows
+
+
+def scenario_table(name: str, files: dict, source, args) -> None:
+    """The same files timed per (threads, batch) scenario: speed-up, throughput, flips."""
+    grid = scenarios.grid(threads=(1, 0), batches=(1, 8, 32))
+    df = scenarios.time_scenarios(files, source.splits["test"].x, "fp32", grid,
+                                  rounds=args.scenario_rounds, min_seconds=args.seconds / 2)  # fmt: skip
+    print(f"\n### {name}: latency scenarios (each file built once, timed per scenario; load "
+          f"{_load()})\n")  # fmt: skip
+    print("| scenario | config | speed-up vs fp32 [95 % CI] | verdict | p50 ms | items/s |")
+    print("|---|---|---|---|---|---|")
+    for r in df.itertuples():
+        print(f"| {r.scenario} | {r.key} | {r.speedup:.2f}x [{r.speedup_low:.2f}, "
+              f"{r.speedup_high:.2f}] | {r.speed_verdict} | {r.p50_ms:.3f} | "
+              f"{r.items_per_s:,.0f} |")  # fmt: skip
+    flipped = scenarios.flips(df)
+    print(f"\nverdict flips between scenarios: {flipped or 'none'}")
 
 
 def _load() -> str:
@@ -183,6 +203,13 @@ def main() -> None:
     p.add_argument("--floor", type=float, default=0.99)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per file in all")
+    p.add_argument(
+        "--scenarios",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time threads (1, all) x batch (1, 8, 32)",
+    )
+    p.add_argument("--scenario-rounds", type=int, default=6)
     p.add_argument("--nncf-venv", type=Path, default=Path("/tmp/nncf-venv"))
     args = p.parse_args()
     py = nncf_python(args.nncf_venv)
