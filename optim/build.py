@@ -29,6 +29,8 @@ from optim.artifact import Graph, export_onnx, write_artifact
 from optim.rows import Row, plan_fields
 from optim.sources import ModelSource, get_source, source_spec
 
+EXECUTORS = ("local", "ray")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -39,6 +41,7 @@ class Settings:
     jobs: int = 0  # worker processes; 0 = one per core, capped by the number of configs
     min_seconds: float = 0.5  # latency: calls per config in all, over the interleaved rounds
     rounds: int = 20  # latency: interleaved rounds (the bootstrap resamples these)
+    executor: str = "local"  # where configs are built: "local" processes or a "ray" cluster
 
     @classmethod
     def from_json(cls, d: dict) -> Settings:
@@ -46,7 +49,8 @@ class Settings:
         such as ``compress``, are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in d.items() if k in names}
-        kept["jobs"] = min(int(kept.get("jobs", 0)), os.cpu_count() or 1)  # another machine's
+        if kept.get("executor", "local") == "local":  # another machine's cores
+            kept["jobs"] = min(int(kept.get("jobs", 0)), os.cpu_count() or 1)
         return cls(**kept)
 
     def __post_init__(self) -> None:
@@ -56,7 +60,13 @@ class Settings:
                 f"`1 <= threads <= {cores}` (this machine's cores) must hold, but got "
                 f"threads={self.threads}"
             )
-        if not 0 <= self.jobs <= cores:
+        if self.executor not in EXECUTORS:
+            raise ValueError(
+                f"`executor` must be one of {EXECUTORS}, but got executor={self.executor!r}"
+            )
+        if self.executor == "ray" and self.jobs < 0:  # a cluster's CPUs are not known here
+            raise ValueError(f"`jobs >= 0` must hold, but got jobs={self.jobs}")
+        if self.executor == "local" and not 0 <= self.jobs <= cores:
             raise ValueError(
                 f"`0 <= jobs <= {cores}` (this machine's cores) must hold, but got jobs={self.jobs}"
             )
@@ -260,7 +270,9 @@ def time_rows(
         threads=settings.threads, rounds=settings.rounds, min_seconds=settings.min_seconds,
         seed=settings.seed, graph_ids={r.key: r.graph_id for r in ok}, progress=progress,
     )  # fmt: skip
-    return [replace(r, **latency_fields(timings[r.key])) if r.key in timings else r for r in rows]
+    here = measure.machine("timed")  # every latency of the run comes from this one machine
+    return [replace(r, **latency_fields(timings[r.key]), extra={**r.extra, **here})
+            if r.key in timings else r for r in rows]  # fmt: skip
 
 
 def latency_fields(t: measure.Timing) -> dict:

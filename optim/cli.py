@@ -20,7 +20,7 @@ from optim import plan as plans
 from optim import runs
 from optim import sweep as sw
 from optim.artifact import write_atomic
-from optim.build import Settings
+from optim.build import EXECUTORS, Settings
 from optim.store import Store, run_state
 
 BITS = [2, 3, 4, 5, 6, 8, 16, 32]  # the sweep's default grid: every width worth a row
@@ -128,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", type=int, metavar="RUN",
                    help="finish an interrupted run of any kind (failed configs of the "
                    "environment are built again)")  # fmt: skip
+    _executor_arg(s)
     s.add_argument("--out", type=Path, help="write the rows as CSV")
     se = sub.add_parser("search", help="NSGA-II search over per-layer bits and sparsity")
     se.add_argument("--model", help=MODEL_HELP)
@@ -136,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("--threads", type=int, default=1)
     se.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     se.add_argument("--resume", type=int, metavar="RUN", help="continue a search run")
+    _executor_arg(se)
     sn = sub.add_parser("sensitivity", help="accuracy drop when one layer at a time is changed")
     sn.add_argument("--model", required=True)
     sn.add_argument("--bits", type=_ints, default=[2, 3, 4, 8])
@@ -284,12 +286,13 @@ def _cmd_sweep(args, out) -> int:
                 "`--sparsity` to sweep a grid beside the plans"
             )
         settings = Settings(
-            threads=args.threads, seed=args.seed, jobs=args.jobs, rounds=args.rounds
-        )
+            threads=args.threads, seed=args.seed, jobs=args.jobs, rounds=args.rounds,
+            executor=args.executor or "local",
+        )  # fmt: skip
         if args.out is not None:
             _check_writable(args.out)
         run_id = runs.create(store, args.model, grid, settings)
-    result = _execute(store, run_id, "config")
+    result = _execute(store, run_id, "config", **_executor(args))
     df = store.results(run_id)
     _print_rows(df, result, out)
     if args.out is not None:
@@ -297,6 +300,22 @@ def _cmd_sweep(args, out) -> int:
         write_atomic(args.out, csv.to_csv(index=False).encode())
         print(f"wrote {args.out}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _executor_arg(parser) -> None:
+    parser.add_argument(
+        "--executor", choices=EXECUTORS,
+        help="where configs are built: local processes (default) or a Ray cluster "
+        "(OPTIM_RAY_ADDRESS=host:port of its head, else a Ray started on 127.0.0.1 for the "
+        "run); on --resume, the run's own unless given",
+    )  # fmt: skip
+
+
+def _executor(args) -> dict:
+    """``executor=`` for :func:`optim.runs.execute` when ``--executor`` overrides the run's."""
+    if args.executor is None:
+        return {}
+    return {"executor": runs.executor_of(Settings(executor=args.executor))}
 
 
 def _execute(store: Store, run_id: int, unit: str, **options):
@@ -368,9 +387,10 @@ def _cmd_search(args, out) -> int:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
         opts = {"trials": 30 if args.trials is None else args.trials, "seed": args.seed}
-        run_id = runs.create(store, args.model, settings=Settings(threads=args.threads),
-                             search=opts)  # fmt: skip
-    result = _execute(store, run_id, "trial", trials=args.trials, timeout_s=args.timeout)
+        settings = Settings(threads=args.threads, executor=args.executor or "local")
+        run_id = runs.create(store, args.model, settings=settings, search=opts)
+    result = _execute(store, run_id, "trial", trials=args.trials, timeout_s=args.timeout,
+                      **_executor(args))  # fmt: skip
     _print_rows(store.results(run_id), result, out)
     return 1 if result.failed else 0
 

@@ -48,6 +48,21 @@ def cpu_info() -> dict:
     }
 
 
+def machine(role: str) -> dict[str, str]:
+    """Where this process runs, as a row records it: ``{role}_on`` (the host) and
+    ``{role}_cpu`` (CPU model and its int8-relevant SIMD flags), e.g. ``role="timed"``.
+
+    Example:
+        >>> sorted(machine("timed"))
+        ['timed_cpu', 'timed_on']
+    """
+    import socket
+
+    cpu = cpu_info()
+    flags = ", ".join(cpu["flags"]) or "no AVX2/AVX-512/VNNI"
+    return {f"{role}_on": socket.gethostname(), f"{role}_cpu": f"{cpu['model']} ({flags})"}
+
+
 def session(model: bytes | str | Path, threads: int = 1) -> ort.InferenceSession:
     """An ORT CPU session with ``threads`` intra-op threads (1 inter-op thread, sequential)."""
     if threads < 1:

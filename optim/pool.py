@@ -101,6 +101,9 @@ def run_all(
                         continue
                     except BrokenExecutor as e:
                         broken, error = True, e
+                    except WorkerDied as e:  # the executor retried it already (Ray)
+                        yield jobs[i], e
+                        continue
                     except Exception as e:  # noqa: BLE001 - an executor's own failure (Ray)
                         error = e
                     tries[i] += 1

@@ -109,7 +109,7 @@ def execute(
     store: Store,
     run_id: int,
     progress: Progress | None = None,
-    executor: Factory = local,
+    executor: Factory | None = None,
     **options: object,
 ) -> Outcome:
     """Execute (or resume) run ``run_id`` in this process, and say how it went.
@@ -122,7 +122,8 @@ def execute(
         run_id: The run.
         progress: ``progress(done, total, row)`` after each config; ``row`` None once timed.
         executor: ``executor(n_workers, initializer, initargs) -> concurrent.futures.Executor``
-            for the configs of a sweep (default: :func:`optim.pool.local`, local processes).
+            for the configs of a sweep (default: the run's ``settings.executor``: local
+            processes, :func:`optim.pool.local`, or Ray, :func:`executor_of`).
         **options: The kind's own (a search: ``trials``, ``timeout_s``).
 
     Raises ValueError when another driver holds the run (its lease is live).
@@ -133,6 +134,7 @@ def execute(
     with lease.hold(store, run_id):
         store.set_status(run_id, "running", pid=os.getpid())
         try:
+            executor = executor or executor_of(Settings.from_json(spec["settings"]))
             ctx = Context.start(store, run_id, spec, progress, executor, options)
             module.run(ctx)
             ctx.time_all()
@@ -144,6 +146,16 @@ def execute(
             store.set_status(run_id, "failed" if isinstance(e, Exception) else "cancelled",
                              error=_one_line(e))  # fmt: skip
             raise
+
+
+def executor_of(settings: Settings) -> Factory:
+    """The executor factory a run's settings name: local processes, or Ray
+    (:class:`optim.ray_executor.RayFactory`: ``OPTIM_RAY_ADDRESS``, else a Ray started here)."""
+    if settings.executor == "ray":
+        from optim.ray_executor import RayFactory
+
+        return RayFactory()
+    return local
 
 
 def _one_line(e: BaseException) -> str:

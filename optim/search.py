@@ -215,21 +215,37 @@ def run(ctx: Context) -> None:
         sampler=optuna.samplers.NSGAIISampler(population_size=opts["population"],
                                               seed=opts["seed"]),
     )  # fmt: skip
-    layers = list(weight_initializers(build(ctx.source, ())[0].model))
+    layers = layers_of(ctx.source)
     if not study.trials and opts["warm_start"]:
         for params in warm_start(ctx.source, layers, ctx.settings.threads):
             study.enqueue_trial(params)
     complete = (optuna.trial.TrialState.COMPLETE,)
     done = len(study.get_trials(deepcopy=False, states=complete))
+    if trials <= done:
+        return
+    if getattr(ctx.executor, "distributed", False):  # several workers run the one study
+        from optim.search_workers import optimize_on_workers
 
-    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        optimize_on_workers(ctx, trials, timeout_s)
+        return
+    study.optimize(objective(ctx, layers, trials, done), n_trials=trials - done,
+                   timeout=timeout_s, catch=(RuntimeError,))  # fmt: skip
+
+
+def objective(ctx: Context, layers: list[str], trials: int, done: int, extra: dict | None = None):
+    """The Optuna objective of a search run: the trial's plan built and measured here (unless
+    its row is stored already), timed against the baseline for the sampler, and stored; a
+    failed config raises RuntimeError (Optuna marks the trial FAIL). ``extra`` goes into every
+    row built (e.g. the node that built it)."""
+
+    def measure_trial(trial: optuna.Trial) -> tuple[float, float, float]:
         nonlocal done
         plan = _suggest(trial, layers)
         key = plans.key(plan)
         trial.set_user_attr("key", key)
         row = ctx.rows.get(key)  # built before (a duplicate proposal, or an interrupted trial)
         if ctx.todo(key):
-            row = ctx.trial(plan, {"trial": trial.number})
+            row = ctx.trial(plan, {"trial": trial.number, **(extra or {})})
             if row.error is None:  # timed against the baseline now, for the sampler; the
                 # run's final timing phase times every trial together
                 row = builder.time_rows([ctx.base_row, row], ctx.settings, ctx.source.example)[1]
@@ -243,8 +259,12 @@ def run(ctx: Context) -> None:
         values.setdefault("trial_latency_ms", values["latency_p50_ms"])  # a row stored before
         return tuple(float(values[c]) for c in TRIAL_OBJECTIVES)
 
-    if trials > done:
-        study.optimize(objective, n_trials=trials - done, timeout=timeout_s, catch=(RuntimeError,))
+    return measure_trial
+
+
+def layers_of(source: ModelSource) -> list[str]:
+    """The weight initializers a search sets a bit-width for."""
+    return list(weight_initializers(build(source, ())[0].model))
 
 
 def reference_point(

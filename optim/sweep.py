@@ -174,7 +174,8 @@ def run(ctx: Context) -> None:
     todo = _interleave([p for p in ctx.spec["plans"] if p and ctx.todo(_key(p))])
     if not todo:
         return
-    jobs = ctx.settings.jobs or min(os.cpu_count() or 1, len(todo))
+    capacity = getattr(ctx.executor, "capacity", lambda: None)() or os.cpu_count() or 1
+    jobs = ctx.settings.jobs or min(capacity, len(todo))  # a cluster: its CPUs in flight
     base_graph, base_flops = builder.torch_graph(ctx.spec["model"], plans.key(()))
     base = (base_graph.model.SerializeToString(), base_flops)
     cache = str(run_dir(ctx.store.url, ctx.run_id) / "torch-cache")
@@ -220,7 +221,7 @@ state = run_state  # the run's state, e.g. "interrupted" (see optim.store.run_st
 TRAINING_GUESS_S = 60.0  # a training prefix this model has never run: a round guess
 
 
-def _trains(steps: Sequence[object]) -> bool:
+def trains(steps: Sequence[object]) -> bool:
     """Whether the torch-stage ``steps`` train (a config with epochs), not just reshape."""
     return any(f.name.startswith("epochs") for c in steps for f in dataclasses.fields(c))
 
@@ -242,7 +243,7 @@ def estimate_seconds(
     the workers, but never less than the longest single training (the configs built on it wait
     for it), plus ~15 s of start-up and baseline, plus ``timing_s`` per config for the timing
     phase, which runs alone after every build."""
-    prefixes = {plans.key(t) for t in (plans.split(p)[0] for p in plan_list) if _trains(t)}
+    prefixes = {plans.key(t) for t in (plans.split(p)[0] for p in plan_list) if trains(t)}
     n = len({plans.key(()), *(plans.key(p) for p in plan_list)})
     plain, trained = [], {}
     runs = store.runs()
@@ -255,7 +256,7 @@ def estimate_seconds(
                 continue
             if sec != sec or sec is None:
                 continue
-            if _trains(steps):
+            if trains(steps):
                 key = plans.key(steps)
                 trained[key] = max(trained.get(key, 0.0), sec)
             else:

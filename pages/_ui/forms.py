@@ -13,6 +13,7 @@ from optim import runs, sweep, ui
 from optim.estimate import estimate
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.glossary import tip
+from optim.ray_executor import ray_address
 from pages._ui import common
 
 BITS = (2, 3, 4, 5, 6, 8, 16, 32)
@@ -243,7 +244,7 @@ def checked_int(col, label: str, name: str, rule: tuple[int, int], value: int, k
 def settings_form() -> sweep.Settings | None:
     """How latency is measured: threads, and how many interleaved timing rounds (None, with
     the rule shown, while a field is out of range)."""
-    threads_col, rounds_col, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    threads_col, rounds_col, where_col = st.columns([1, 1, 2], vertical_alignment="bottom")
     cores = os.cpu_count() or 1
     n = checked_int(
         threads_col, "Latency threads", "threads", (1, cores), 1, "sweep_threads",
@@ -255,9 +256,15 @@ def settings_form() -> sweep.Settings | None:
         "Once every config is built, all are timed together in this many rounds, each in "
         "a shuffled order with the baseline in every round; more rounds narrow the intervals",
     )  # fmt: skip
+    cluster = ray_address()  # OPTIM_RAY_ADDRESS: builds may go to that Ray cluster
+    on_ray = cluster is not None and where_col.checkbox(
+        f"Build on the Ray cluster at {cluster}", key="sweep_ray",
+        help="Each config is built on a node of the cluster; every latency is still measured "
+        "on this machine, after all builds",
+    )  # fmt: skip
     if n is None or rounds is None:
         return None
-    return sweep.Settings(threads=n, rounds=rounds)
+    return sweep.Settings(threads=n, rounds=rounds, executor="ray" if on_ray else "local")
 
 
 def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:
