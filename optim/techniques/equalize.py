@@ -190,4 +190,5 @@ def equalize(graph: Graph, cfg: Equalize, ctx: Context) -> Graph:
     model.CopyFrom(graph.model)
     names = touched | {p.bias for p in found if p.bias}
     set_initializers_(model, {n: arrays[n] for n in names})
-    return Graph(model, dict(graph.encodings), graph.precision)
+    precision = f"{graph.precision} ({len(found)} layer pairs equalized)"
+    return Graph(model, dict(graph.encodings), precision)

@@ -119,7 +119,7 @@ def gptq_codes(w: np.ndarray, h: np.ndarray, cfg: GPTQ) -> tuple[np.ndarray, np.
 
     def err(c: np.ndarray) -> np.ndarray:  # (G, N)
         d = w - c * scale[:, None]
-        return np.einsum("gkn,gkj,gjn->gn", d, h, d)
+        return np.einsum("gkn,gkj,gjn->gn", d, h, d, optimize=True)
 
     better = (err(codes) <= err(plain))[:, None, :]
     return np.where(better, codes, plain).astype(np.int8), scale
@@ -142,12 +142,17 @@ def _hessian(layer: Layer, w: np.ndarray, batches) -> np.ndarray:  # noqa: ANN00
             else:
                 cols = F.unfold(t, tuple(w.shape[2:]), stride=stride,
                                 dilation=tuple(layer.attr("dilations", [1, 1])))  # fmt: skip
-            cols = cols.reshape(cols.shape[0], groups, -1, cols.shape[-1]).double()
-            hs = hs + torch.einsum("bgil,bgjl->gij", cols, cols).numpy()  # fmt: skip
-            n += cols.shape[0] * cols.shape[-1]
+            b, _, positions = cols.shape  # (B, G*K, L) -> (G, K, B*L), one batched matmul
+            cols = (
+                cols.reshape(b, groups, -1, positions)
+                .permute(1, 2, 0, 3)
+                .reshape(groups, -1, b * positions)
+            )
+            hs = hs + torch.bmm(cols, cols.transpose(1, 2)).double().numpy()
+            n += b * positions
         else:
-            rows = x.reshape(-1, x.shape[-1]).astype(np.float64)  # (B*T, K)
-            hs = hs + (rows.T @ rows)[None]
+            rows = x.reshape(-1, x.shape[-1])  # (B*T, K)
+            hs = hs + (rows.T @ rows).astype(np.float64)[None]
             n += len(rows)
     return 2 * np.asarray(hs) / max(n, 1)  # (G, K, K)
 

@@ -142,4 +142,5 @@ def smoothquant(graph: Graph, cfg: SmoothQuant, ctx: Context) -> Graph:
     model = onnx.ModelProto()
     model.CopyFrom(graph.model)
     set_initializers_(model, new)
-    return Graph(model, dict(graph.encodings), graph.precision)
+    n = sum(len(chosen) for _, chosen in found.values())
+    return Graph(model, dict(graph.encodings), f"{graph.precision} (SmoothQuant: {n} layers)")
