@@ -47,12 +47,13 @@ METHODS = {  # column -> plan at ``bits``
 }
 
 
-def cell(row, outputs, plain_out, y) -> str:
-    """``acc [low, high] bytes``, and the paired change vs plain rounding with McNemar's p."""
+def cell(row, outputs, plain_out, y, ref: str = "plain") -> str:
+    """``acc [low, high] bytes``, and the paired change vs ``ref`` (plain rounding) with
+    McNemar's p."""
     text = f"{row.accuracy:.1%} [{row.acc_low:.1%}, {row.acc_high:.1%}] {row.size_bytes:,} B"
     if plain_out is not None:
         s = metrics.score(outputs, plain_out, y, "top1")
-        text += f"; {100 * s['acc_delta']:+.1f} pt vs plain, p={s['acc_p']:.2g}"
+        text += f"; {100 * s['acc_delta']:+.1f} pt vs {ref}, p={s['acc_p']:.2g}"
     return text
 
 
@@ -126,7 +127,9 @@ def smoothquant_int8(out: Path, settings: Settings) -> None:
     plain_out = None
     for plan in [(Int8(),), (SmoothQuant(), Int8()), (SmoothQuant(0.75), Int8())]:
         row, outputs = evaluate(source, plan, out / "sq" / plans.label(plan), settings, base_out)
-        print(f"  {plans.label(plan):<34} {cell(row, outputs, plain_out, y)}  [{row.precision}]")
+        print(
+            f"  {plans.label(plan):<34} {cell(row, outputs, plain_out, y, 'int8')}  [{row.precision}]"
+        )
         plain_out = outputs if plain_out is None else plain_out
 
 
