@@ -430,12 +430,16 @@ def profile_figure(layers: pd.DataFrame) -> go.Figure:
     return fig if len(layers) else _empty(fig, "No layer profile yet")
 
 
-def compare_figure(runs: dict[str, pd.DataFrame], x: str = "size_bytes") -> go.Figure:
+def compare_figure(
+    runs: dict[str, pd.DataFrame], x: str = "size_bytes", floor: float = math.nan
+) -> go.Figure:
     """Overlay each run's 2-D frontier (accuracy vs ``x``) as a step line with its points.
 
     Args:
         runs: Result rows per run name; one colour per run.
         x: ``"size_bytes"`` or ``"latency_p50_ms"``.
+        floor: An absolute accuracy floor: the y axis then focuses near it, as Trade-offs'
+            does (:func:`accuracy_range`); NaN covers every point.
 
     Example:
         >>> compare_figure({"mnist-cnn": df_a, "resnet18": df_b}, x="latency_p50_ms")
@@ -443,7 +447,12 @@ def compare_figure(runs: dict[str, pd.DataFrame], x: str = "size_bytes") -> go.F
     fig = _figure(x, "run")
     frames = [d for d in runs.values() if len(d)]
     _style_x(fig, x, np.concatenate([_num(d, x) for d in frames] or [np.empty(0)]))
-    _style_y(fig, np.concatenate([_num(d, "accuracy") for d in frames] or [np.empty(0)]))
+    acc = np.concatenate([_num(d, "accuracy") for d in frames] or [np.empty(0)])
+    if math.isfinite(floor) and np.isfinite(acc).any():
+        lo, hi, _ = accuracy_range(acc, floor, math.nan)
+        fig.update_yaxes(range=[lo, hi], tickformat=_tickformat(hi - lo))
+    else:
+        _style_y(fig, acc)
     if not frames:
         return _empty(fig, "No runs to compare yet")
     hover = "<b>%{customdata[2]}</b> (%{customdata[1]})<br>accuracy %{y:.1%}<extra></extra>"
@@ -461,3 +470,30 @@ def compare_figure(runs: dict[str, pd.DataFrame], x: str = "size_bytes") -> go.F
         kw |= dict(line=dict(shape="hv", color=color, width=2), marker=dict(color=color, size=9))
         fig.add_trace(scatter(**kw))
     return fig
+
+
+def deck_figure(fig: go.Figure, title: str, marks: dict[str, str]) -> go.Figure:
+    """``fig`` as a slide takes it: ``title`` on top, each trace named in ``marks`` (e.g.
+    ``{"recommended": "int4 w/channel", "baseline": "fp32"}``) labelled at its point, and no
+    hint that only the interactive chart has (its toolbar's Autoscale).
+
+    Example:
+        >>> deck = deck_figure(fig, "digits_cnn: accuracy vs size (floor 97 %)", {"baseline": "fp32"})
+    """
+    deck = go.Figure(fig)
+    notes = [a for a in deck.layout.annotations if a.name != "hidden"]
+    for trace in deck.data:
+        if trace.name in marks and trace.x is not None and len(trace.x):
+            notes.append(dict(
+                x=math.log10(trace.x[0]) if deck.layout.xaxis.type == "log" else trace.x[0],
+                y=trace.y[0], text=f"<b>{trace.name}</b>: {marks[trace.name]}", showarrow=True,
+                arrowhead=2, ax=40, ay=-36, font=dict(size=13), bgcolor="rgba(255,255,255,0.85)",
+                bordercolor="#444", borderwidth=1,
+            ))  # fmt: skip
+    deck.update_layout(
+        annotations=notes,
+        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=20)),
+        margin=dict(t=70),
+        font=dict(size=14),
+    )
+    return deck

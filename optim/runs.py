@@ -89,6 +89,7 @@ def create(
     check(source)
     spec = {"model": source_spec(source), "data": data_record(source),
             "settings": settings.__dict__, **part}  # fmt: skip
+    spec["summary"] = summary(spec)  # stored: the dashboard shows it without importing torch
     return store.create_run(source.name, spec, environment())
 
 

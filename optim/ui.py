@@ -8,6 +8,7 @@ the technique form fields.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,9 +140,46 @@ def plain(text: str) -> str:
 
 
 def run_label(run: Mapping[str, Any], state: str | None = None) -> str:
-    """``"#3 digits_cnn — done, 12 rows"`` for a row of ``Store.runs()``."""
+    """``"#3 int4 pilot · digits_cnn — done, 12 rows, Dec 01 15:40"`` for a row of
+    ``Store.runs()`` (the name only when it has one)."""
     n = int(run.get("results") or 0)
-    return f"#{run['id']} {run['model']} — {state or run['status']}, {n} row{'s' * (n != 1)}"
+    name = run.get("name")
+    named = f"{name} · " if isinstance(name, str) and name else ""
+    when = run.get("created")
+    at = f", {when:%b %d %H:%M} UTC" if isinstance(when, dt.datetime) else ""
+    text = f"#{run['id']} {named}{run['model']} — {state or run['status']}"
+    return text + f", {n} row{'s' * (n != 1)}{at}"
+
+
+def run_summary(run: Mapping[str, Any]) -> str:
+    """The run's one-line grid summary ("bits 4,8,32 x sparsity 0,0.5, structured"), stored
+    at creation (:func:`optim.runs.create`); older runs say how many plans they hold."""
+    spec = run.get("spec") or {}
+    if text := spec.get("summary"):
+        return str(text)
+    if "plans" in spec:
+        return f"{len(spec['plans'])} configs"
+    return "search" if "search" in spec else "tuning" if "tune" in spec else ""
+
+
+def run_title(run: Mapping[str, Any]) -> str:
+    """A run's short name in legends: ``"#3 int4 pilot"``, else ``"#3 digits_cnn"``."""
+    name = run.get("name")
+    return f"#{run['id']} {name if isinstance(name, str) and name else run['model']}"
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs side by side: name, model, when, what they measure, notes (``Store.runs()`` rows)."""
+    records = runs.to_dict("records")
+    return pd.DataFrame({
+        "run": [run_title(r) for r in records],
+        "model": [r["model"] for r in records],
+        "created": [f"{r['created']:%Y-%m-%d %H:%M} UTC" for r in records],
+        "measures": [run_summary(r) for r in records],
+        "rows": [int(r.get("results") or 0) for r in records],
+        "state": [run_state(r) for r in records],
+        "notes": [r.get("notes") or "" for r in records],
+    })  # fmt: skip
 
 
 def split_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -514,6 +552,41 @@ def model_table(names: Sequence[str], figures: Mapping[str, Mapping[str, Any]]) 
             }
         )
     return pd.DataFrame(rows)
+
+
+CSV_COLUMNS = {  # the CSV's columns in words: no server paths, no raw JSON keys
+    "label": "config", "family": "family", "technique": "technique", "bits": "weight bits",
+    "sparsity": "sparsity", "metric": "metric", "n_test": "test examples",
+    "accuracy": "accuracy", "acc_low": "accuracy 95% CI low", "acc_high": "accuracy 95% CI high",
+    "acc_delta": "accuracy change vs baseline", "acc_p": "p vs baseline (McNemar)",
+    "acc_verdict": "accuracy vs baseline", "agreement": "agreement with baseline",
+    "worst_class_acc": "worst-class accuracy", "size_bytes": "size (bytes)",
+    "download_bytes": "download (bytes, zstd)", "peak_rss_bytes": "peak memory (bytes)",
+    "latency_p50_ms": "p50 (ms)", "p50_low": "p50 95% CI low (ms)",
+    "p50_high": "p50 95% CI high (ms)", "latency_p90_ms": "p90 (ms)",
+    "speedup": "speed-up vs baseline", "speedup_low": "speed-up 95% CI low",
+    "speedup_high": "speed-up 95% CI high", "speed_verdict": "speed vs baseline",
+    "backend": "backend", "precision": "executed as", "stored": "stored as",
+    "threads": "threads", "params": "parameters", "flops": "FLOPs",
+    "seconds": "build and measure (s)",
+}  # fmt: skip
+
+
+def csv_table(ok: pd.DataFrame, rec: fr.Recommendation) -> pd.DataFrame:
+    """Every measured config for the CSV download: readable columns, whether it is on the
+    frontier and qualifies, and the floor and budgets that ``qualifies`` used (every row)."""
+    table = config_table(ok, rec)
+    c = rec.constraints or fr.Constraints(rec.floor_value)
+    out = ok[[k for k in CSV_COLUMNS if k in ok.columns]].rename(columns=CSV_COLUMNS)
+    rule = f"{100 * c.floor:g} % of baseline" if c.relative else "absolute"
+    return out.assign(**{
+        "baseline": ok["is_baseline"].fillna(False).astype(bool).to_numpy(),
+        "pareto": table["pareto"].to_numpy(), "qualifies": table["qualifies"].to_numpy(),
+        "recommended": (ok["key"] == rec.key).to_numpy(),
+        "floor (accuracy)": rec.floor_value, "floor rule": rule,
+        "floor applies to": fr.FLOOR_ON[c.on],
+        "size budget (bytes)": c.max_size_bytes, "latency budget (p50 ms)": c.max_latency_ms,
+    })  # fmt: skip
 
 
 def count_configs(plan_list: Iterable[Sequence[object]]) -> int:

@@ -27,9 +27,11 @@ if not picked:
     st.info("Pick one or more runs.")
     st.stop()
 
-results = {
-    f"#{r} {runs.loc[runs['id'] == r, 'model'].iloc[0]}": common.measured(r) for r in picked
-}
+chosen = runs[runs["id"].isin(picked)]
+st.dataframe(
+    ui.runs_table(chosen), hide_index=True, width="stretch", column_config=views.RUNS_COLUMNS
+)
+results = {ui.run_title(r): common.measured(int(r["id"])) for r in chosen.to_dict("records")}
 if empty := [name for name, ok in results.items() if not len(ok)]:
     st.warning(f"No measured results yet in {', '.join(empty)}.")
 
@@ -39,7 +41,8 @@ floor, relative = views.compare_floor(base_acc)
 size_chart, latency_chart = st.columns(2, gap="large")
 for column, x in ((size_chart, "size_bytes"), (latency_chart, "latency_p50_ms")):
     with column:
-        fig = charts.compare_figure(results, x)
+        focus = floor if not relative else floor * (base_acc or float("nan"))
+        fig = charts.compare_figure(results, x, floor=focus)  # the y axis near the floor
         fig.update_layout(height=440, legend=dict(orientation="h", y=-0.2, x=0))
         if not relative:  # a relative floor differs per run: only the table applies it
             views.floor_line(fig, floor)

@@ -170,9 +170,55 @@ def sidebar() -> None:
                     ss["_missing_run"] = ss["run"]
                 ss["run"] = next(iter(labels))
             st.selectbox("Run", list(labels), key="run", format_func=labels.get)
-            model = runs.loc[runs["id"] == ss["run"], "model"].iloc[0]
-            st.caption(f"Model: **{ui.plain(model)}**")  # a file's name is text, not Markdown
+            run = runs.loc[runs["id"] == ss["run"]].iloc[0].to_dict()
+            text = f"Model: **{ui.plain(run['model'])}**"  # a file's name is text, not Markdown
+            if summary := ui.run_summary(run):
+                text += f"  \n{ui.plain(summary)}"
+            if isinstance(run.get("notes"), str) and run["notes"]:
+                text += f"  \n*{ui.plain(run['notes'])}*"
+            st.caption(text)
+            if not present():
+                run_editor(run)
         st.toggle("Presentation mode", key="present", help="Big numbers, no developer menu")
+
+
+def _save_run(run_id: int) -> None:
+    from optim import runs
+
+    ss = st.session_state
+    name, notes = ss.get(f"run_name_{run_id}") or None, ss.get(f"run_notes_{run_id}")
+    try:
+        runs.rename(store(), run_id, name=name, notes=notes or "")
+    except ValueError as e:
+        ss["_flash"] = f"Could not rename run #{run_id}: {e}"
+
+
+def _delete_run(run_id: int) -> None:
+    from optim import runs
+
+    try:
+        runs.delete(store(), run_id)  # its rows and its artifact folder; a live run is refused
+    except ValueError as e:
+        st.session_state["_flash"] = f"Could not delete run #{run_id}: {e}"
+    else:
+        st.session_state.pop("run", None)  # the sidebar picks the newest run left
+
+
+def run_editor(run: dict) -> None:
+    """Name, notes and delete for the sidebar's run."""
+    run_id = int(run["id"])
+    with st.popover("Name, notes, delete", icon=":material/edit:", width="stretch"):
+        st.text_input("Name", value=run.get("name") or "", key=f"run_name_{run_id}",
+                      max_chars=80, placeholder=f"run #{run_id}")  # fmt: skip
+        st.text_area("Notes", value=run.get("notes") or "", key=f"run_notes_{run_id}",
+                     max_chars=2000, height=90)  # fmt: skip
+        st.button("Save", key=f"run_save_{run_id}", on_click=_save_run, args=(run_id,),
+                  icon=":material/save:")  # fmt: skip
+        st.divider()
+        sure = st.checkbox("Delete this run, its rows and its files", key=f"run_sure_{run_id}")
+        st.button("Delete run", key=f"run_delete_{run_id}", disabled=not sure or is_live(run),
+                  on_click=_delete_run, args=(run_id,), icon=":material/delete:",
+                  help="Cancel a running sweep first" if is_live(run) else None)  # fmt: skip
 
 
 def notices() -> None:

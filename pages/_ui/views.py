@@ -13,6 +13,7 @@ import streamlit as st
 from optim import charts, ui
 from optim import frontier as fr
 from optim.glossary import tip
+from pages._ui import common
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 COLUMNS = {
@@ -107,6 +108,8 @@ def floor_controls(
         on_change=_typed_floor,
         help="Type the floor as a percentage, e.g. 97.25",
     )
+    if common.present():  # presentation mode: the floor, without the developer's switches
+        return float(ss["floor"]), relative
     relative_col, full_col = st.columns(2)
     relative_col.toggle(
         "Floor as % of baseline",
@@ -193,13 +196,14 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
             ("accuracy on held-out data", "share of baseline accuracy"),
             can_relative=base is not None,
         )
-    floor_col.toggle(
-        "Floor on the worst class",
-        key="worst",
-        disabled="worst_class_acc" not in ok or ok["worst_class_acc"].isna().all(),
-        help="Apply the floor to each config's worst class instead of the mean accuracy "
-        "(e.g. a screening model's recall on the rare positive class)",
-    )
+    if not common.present():
+        floor_col.toggle(
+            "Floor on the worst class",
+            key="worst",
+            disabled="worst_class_acc" not in ok or ok["worst_class_acc"].isna().all(),
+            help="Apply the floor to each config's worst class instead of the mean accuracy "
+            "(e.g. a screening model's recall on the rare positive class)",
+        )
     prefer.segmented_control(
         "Ship the", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer", required=True
     )
@@ -271,12 +275,22 @@ def _chart_selected(chart_key: str, keys: tuple[str, ...]) -> None:
     st.session_state["selected"] = ui.selection_keys(st.session_state.get(chart_key), keys)
 
 
-def tradeoff_charts(ok: pd.DataFrame, rec: fr.Recommendation, selected: list) -> None:
+def _baseline_label(ok: pd.DataFrame) -> str:
+    base = ui.baseline(ok)
+    return str(base["label"]) if base is not None else ""
+
+
+def tradeoff_charts(
+    ok: pd.DataFrame, rec: fr.Recommendation, selected: list, model: str = ""
+) -> None:
     """Accuracy vs size | accuracy vs p50, side by side: click or box-select points to inspect
     them; PNG on demand. Both figures are built together (they share the per-row work)."""
     figures = charts.tradeoff_figures(ok, rec, selected)
     for column, (x, fig) in zip(st.columns(2, gap="large"), figures.items(), strict=True):
         fig.update_layout(height=fit_height(fig), legend=dict(orientation="h", y=-0.22, x=0))
+        if common.present():  # bigger text, the legend above the plot where it stays in view
+            fig.update_layout(font=dict(size=16), legend=dict(y=1.02, yanchor="bottom"))
+            fig.update_layout(height=fit_height(fig) + 60, margin=dict(t=40))
         key = f"chart_{x}"
         column.plotly_chart(
             fig,
@@ -286,8 +300,12 @@ def tradeoff_charts(ok: pd.DataFrame, rec: fr.Recommendation, selected: list) ->
             config={"displaylogo": False},
         )
         name = "accuracy-vs-size" if x == "size_bytes" else "accuracy-vs-latency"
-        with column:
-            png_button(fig, f"{name}.png", key=f"png_{x}")
+        what = "size" if x == "size_bytes" else "p50 latency"
+        title = f"{model}: accuracy vs {what}, floor {fr.fmt_pct(rec.floor_value)}"
+        marks = {"recommended": rec.headline.config or "", "baseline": _baseline_label(ok)}
+        if not common.present():  # presentation mode hides the developer widgets
+            with column:
+                png_button(charts.deck_figure(fig, title, marks), f"{name}.png", key=f"png_{x}")
 
 
 def fit_height(fig: go.Figure, plot: int = 300, width: int = 480) -> int:
@@ -390,12 +408,9 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
     st.dataframe(
         table, hide_index=True, width="stretch", column_order=order, column_config=COLUMNS
     )
-    csv = ok.drop(columns=["plan"], errors="ignore").assign(
-        pareto=table["pareto"].to_numpy(), qualifies=table["qualifies"].to_numpy()
-    )
     st.download_button(
         "Download CSV",
-        csv.to_csv(index=False),
+        ui.csv_table(ok, rec).to_csv(index=False),
         file_name=f"run-{run_id}.csv",
         mime="text/csv",
         icon=":material/table:",
@@ -406,6 +421,12 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
 def is_finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
+
+RUNS_COLUMNS = {
+    "run": st.column_config.TextColumn("Run", pinned=True),
+    "measures": st.column_config.TextColumn("Measures", width="large"),
+    "notes": st.column_config.TextColumn("Notes", width="medium"),
+}
 
 MODEL_COLUMNS = {
     "model": st.column_config.TextColumn("Model", pinned=True),
