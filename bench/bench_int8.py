@@ -123,7 +123,7 @@ def compare(name: str, work: Path, py: Path, args) -> list[dict]:
     files["NNCF nncf.quantize defaults"] = d / "nncf.onnx"
     version = nncf_defaults(py, files["fp32"], files["NNCF nncf.quantize defaults"], source)
     steps = []
-    if name == "mobilenet_v3" and args.floor:
+    if name in args.fallback.split(",") and args.floor:
         for (cfg,) in fallback_plans(source, args.floor):
             key = f"fallback {100 * args.floor:g}% step {cfg.step}"
             step = build(source, (cfg,))[0]
@@ -182,8 +182,8 @@ def print_table(rows: list[dict]) -> None:
               f"{r['size'] / 1e6:.2f} MB |")  # fmt: skip
 
 
-def print_floor(rows: list[dict], floor: float) -> None:
-    mb = [r for r in rows if r["model"] == "mobilenet_v3"]
+def print_floor(rows: list[dict], floor: float, model: str) -> None:
+    mb = [r for r in rows if r["model"] == model]
     if not mb:
         return
     base = next(r for r in mb if r["config"] == "fp32")
@@ -191,7 +191,7 @@ def print_floor(rows: list[dict], floor: float) -> None:
     # "faster" only beyond noise: a config within noise of fp32 counts as fp32's speed
     speed = {id(r): r["speedup"] if r["verdict"] in ("faster", "slower") else 1.0 for r in ok}
     best = max(ok, key=lambda r: (speed[id(r)], r["acc"]))
-    print(f"\nmobilenet_v3, floor {100 * floor:g} % of fp32's test accuracy "
+    print(f"\n{model}, floor {100 * floor:g} % of fp32's test accuracy "
           f"({100 * floor * base['acc']:.1f} %): fastest config meeting it: {best['config']} "
           f"({best['speedup']:.2f}x [{best['low']:.2f}, {best['high']:.2f}], {best['verdict']}; "
           f"{100 * best['acc']:.1f} %)")  # fmt: skip
@@ -201,6 +201,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18,mobilenet_v3,corpus-mobilenet,corpus-shufflenet")
     p.add_argument("--floor", type=float, default=0.99)
+    p.add_argument("--fallback", default="mobilenet_v3", help="models whose fallback curve runs")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per file in all")
     p.add_argument(
@@ -223,7 +224,8 @@ def main() -> None:
             print_table([r for r in rows if r["model"] == name])
     print("\n# all models")
     print_table(rows)
-    print_floor(rows, args.floor)
+    for model in args.fallback.split(","):
+        print_floor(rows, args.floor, model)
     print(f"\nload at end {_load()}")
 
 
