@@ -339,6 +339,10 @@ def _execute(store: Store, run_id: int, unit: str, **options):
 def _print_rows(df: pd.DataFrame, result, out) -> None:
     """The measured rows as a table, then every failed config with its error, then the count."""
     print(table(df).to_string(index=False), file=out)
+    _print_failures(result, out)
+
+
+def _print_failures(result, out) -> None:
     for row in result.failed:
         print(f"FAILED ({row.error_kind or 'config'}): {row.label}: {row.error}", file=out)
     print(result.sentence, file=out)
@@ -418,9 +422,7 @@ def _cmd_tune(args, out) -> int:
     print(res.trials.to_string(index=False), file=out)
     print(f"best (calib accuracy {res.accuracy:.2%}): {plans.label(res.plan)}", file=out)
     print(json.dumps(plans.to_json(res.plan)), file=out)
-    for row in result.failed:
-        print(f"FAILED ({row.error_kind or 'config'}): {row.label}: {row.error}", file=out)
-    print(f"run {run_id}: {result.sentence}", file=out)
+    _print_failures(result, out)
     return 1 if result.failed else 0
 
 

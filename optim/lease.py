@@ -3,7 +3,8 @@
 :func:`hold` claims the run's lease in the store (:meth:`optim.store.Store.claim`, atomic) or
 refuses, renews it from a heartbeat thread while the driver works, and releases it at the end.
 A driver killed with SIGKILL stops renewing: its lease expires after ``ttl_s`` and the run can
-be resumed by another driver (as Optuna's heartbeat fails a dead worker's trial).
+be resumed by another driver (as Optuna's heartbeat fails a dead worker's trial); on the dead
+driver's own host, where its pid shows it is gone, at once.
 
 Example:
     >>> with hold(Store(), 3):  # doctest: +SKIP
@@ -19,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 
-from optim.store import Store
+from optim.store import Store, pid_alive
 
 TTL_S = 30.0  # a dead driver's run can be resumed this long after its last heartbeat
 
@@ -27,6 +28,17 @@ TTL_S = 30.0  # a dead driver's run can be resumed this long after its last hear
 def owner() -> str:
     """This driver's name in a lease: host, pid and a random tag (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _free_if_dead(store: Store, run_id: int) -> None:
+    """Release a lease whose driver ran on this host and is dead (SIGKILL, a crash): a local
+    resume need not wait for it to expire. Of two drivers doing this at once, the store's
+    atomic claim still lets one win."""
+    holder = store.run(run_id).get("lease_owner") or ""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        store.release(run_id, holder)
 
 
 @contextlib.contextmanager
@@ -38,6 +50,7 @@ def hold(store: Store, run_id: int, ttl_s: float | None = None) -> Iterator[str]
     if not hasattr(store, "claim"):  # TEMPORARY until the store's lease is in main
         yield me
         return
+    _free_if_dead(store, run_id)
     if not store.claim(run_id, me, ttl_s=ttl_s):
         run = store.run(run_id)
         raise ValueError(

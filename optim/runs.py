@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -37,7 +38,6 @@ from optim.store import Store, pid_alive, run_state
 
 KINDS = ("sweep", "search", "tune")
 LIVE = ("pending", "running")
-NAME_MAX = 200
 
 
 def kind(spec: dict) -> str:
@@ -183,10 +183,18 @@ def launch(store: Store, run_id: int) -> int:
 
 
 def refuse_live(run: dict) -> None:
-    """Raise ValueError if a driver is measuring ``run`` now."""
+    """Raise ValueError if a driver is measuring ``run`` now, or its lease is still held (a
+    driver on another machine, or one that died less than a lease ago)."""
     if run_state(run) in LIVE and run.get("pid") and pid_alive(int(run["pid"])):
         raise ValueError(
             f"run {run['id']} is running in process {run['pid']}: wait for it or cancel it"
+        )
+    until = run.get("lease_until")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if run.get("lease_owner") and until is not None and until > now:
+        raise ValueError(
+            f"run {run['id']} is held by driver {run['lease_owner']} for "
+            f"{(until - now).total_seconds():.0f} s more: wait for it or cancel it"
         )
 
 
@@ -210,13 +218,9 @@ def rename(store: Store, run_id: int, name: str | None = None, notes: str | None
     Example:
         >>> rename(Store(), 3, name="int4 vs int8, 4 threads")  # doctest: +SKIP
     """
-    if name is not None and not (0 < len(name.strip()) <= NAME_MAX and "\n" not in name):
-        raise ValueError(
-            f"`a name is one line of 1 to {NAME_MAX} characters` must hold, but got "
-            f"name={name[:60]!r}"
-        )
-    store.run(run_id)  # a missing run: one line
-    store.rename(run_id, name=None if name is None else name.strip(), notes=notes)
+    if name is not None and "\n" in name.strip():
+        raise ValueError(f"a run's name must be one line, but got {name[:40]!r}")
+    store.rename(run_id, name=name, notes=notes)  # its length rules are the store's
 
 
 def delete(store: Store, run_id: int) -> None:

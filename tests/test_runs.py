@@ -13,7 +13,7 @@ from optim import runs
 from optim.cli import main
 from optim.context import load_pred, save_pred
 from optim.rows import error_kind
-from optim.sweep import grid
+from optim.sweep import grid, run_dir
 from optim.techniques import FineTune, LowRank, Prune, Quantize, StructuredPrune
 
 
@@ -120,3 +120,28 @@ def test_empty_data_creates_no_run(fresh_store, tmp_path, capsys):
     assert main(["sweep", "--model", f"{tmp_path}/model.onnx:{tmp_path}/d.npz"]) == 2
     assert "non-empty" in capsys.readouterr().err
     assert len(fresh_store.runs()) == 0
+
+
+def test_rename_list_and_delete_a_run(fresh_store, capsys):
+    store = fresh_store
+    run_id = runs.create(store, "digits_cnn", grid(bits=(4, 32), sparsity=(0.0,)))
+    runs.rename(store, run_id, name="  int4 for the edge  ", notes="first try")
+    run = store.run(run_id)
+    assert run["name"] == "int4 for the edge" and run["notes"] == "first try"
+    assert main(["runs", "rename", str(run_id), "--name", "int4, edge"]) == 0
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert "int4, edge" in out and "bits 4,32 x sparsity 0" in out and "not started" in out
+    with pytest.raises(ValueError, match=r"a run's name must be one line"):
+        runs.rename(store, run_id, name="a\nb")
+    with pytest.raises(ValueError, match=r"a run's name must have 1 to"):
+        runs.rename(store, run_id, name=" ")
+    folder = run_dir(store.url, run_id)
+    (folder / "x").mkdir(parents=True)
+    store.set_status(run_id, "running", pid=__import__("os").getpid())  # a live driver
+    assert main(["runs", "delete", str(run_id)]) == 2
+    assert "is running in process" in capsys.readouterr().err
+    store.set_status(run_id, "cancelled")
+    assert main(["runs", "delete", str(run_id)]) == 0
+    assert len(store.runs()) == 0 and not folder.exists()
+    assert main(["runs", "delete", str(run_id)]) == 2  # gone: one line
