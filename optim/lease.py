@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import socket
 import threading
@@ -30,14 +31,27 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def held(run: dict) -> bool:
+    """Whether ``run`` (a :meth:`~optim.store.Store.run` dict) has a live lease: unexpired, and
+    not a driver of this host whose pid is gone."""
+    holder, until = run.get("lease_owner") or "", run.get("lease_until")
+    if not holder or until is None or until <= dt.datetime.now(dt.UTC).replace(tzinfo=None):
+        return False
+    return not _dead_here(holder)
+
+
+def _dead_here(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def _free_if_dead(store: Store, run_id: int) -> None:
     """Release a lease whose driver ran on this host and is dead (SIGKILL, a crash): a local
     resume need not wait for it to expire. Of two drivers doing this at once, the store's
     atomic claim still lets one win."""
     holder = store.run(run_id).get("lease_owner") or ""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+    if holder and _dead_here(holder):
         store.release(run_id, holder)
 
 

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -189,12 +188,10 @@ def refuse_live(run: dict) -> None:
         raise ValueError(
             f"run {run['id']} is running in process {run['pid']}: wait for it or cancel it"
         )
-    until = run.get("lease_until")
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    if run.get("lease_owner") and until is not None and until > now:
+    if lease.held(run):
         raise ValueError(
-            f"run {run['id']} is held by driver {run['lease_owner']} for "
-            f"{(until - now).total_seconds():.0f} s more: wait for it or cancel it"
+            f"run {run['id']} is held by driver {run['lease_owner']} until "
+            f"{run['lease_until']:%H:%M:%S} UTC: wait for it or cancel it"
         )
 
 
