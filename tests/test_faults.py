@@ -173,13 +173,13 @@ def test_sigkill_of_the_driver_then_two_resumes_at_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     env = {**os.environ, "OPTIM_DB_URL": url}
     cmd = [sys.executable, "-m", "optim", "sweep", "--model", "digits_cnn", "--bits",
-           "2,3,4,5,32", "--sparsity", "0,0.5", "--jobs", "2", "--rounds", "3"]  # fmt: skip
+           "2,4,32", "--sparsity", "0,0.5", "--jobs", "2", "--rounds", "3"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     store = Store(url)
     try:
         deadline = time.time() + 180
-        while not (len(store.runs()) and int(store.runs().iloc[0]["results"]) >= 3):
+        while not (len(store.runs()) and int(store.runs().iloc[0]["results"]) >= 2):
             assert time.time() < deadline and proc.poll() is None, "the sweep did not start"
             time.sleep(0.2)
         family = descendants(proc.pid)
@@ -196,7 +196,7 @@ def test_sigkill_of_the_driver_then_two_resumes_at_once(tmp_path):
     run_id = int(store.runs().iloc[0]["id"])
     assert run_state(store.run(run_id)) == "interrupted"
     kept = store.results(run_id)
-    assert 3 <= len(kept) < 10, "kill the sweep mid-way"
+    assert 2 <= len(kept) < 6, "kill the sweep mid-way"
     # the dead driver's lease: released at once (its pid is gone on this host)
     pid = runs.launch(store, run_id)  # the page's Resume button
     cli = subprocess.run([sys.executable, "-m", "optim", "sweep", "--resume", str(run_id)],
@@ -213,7 +213,7 @@ def test_sigkill_of_the_driver_then_two_resumes_at_once(tmp_path):
         assert cli.returncode == 0, cli.stderr[-2000:]
         assert refused in log, log[-2000:]
     after = store.results(run_id)
-    assert len(after) == 10 and after["key"].is_unique and after["accuracy"].notna().all()
+    assert len(after) == 6 and after["key"].is_unique and after["accuracy"].notna().all()
     merged = kept.merge(after, on="key", suffixes=("_before", "_after"))
     assert len(merged) == len(kept) and (merged["seconds_before"] == merged["seconds_after"]).all()
     assert store.run(run_id)["status"] == "done"
