@@ -69,7 +69,7 @@ def hold(store: Store, run_id: int, ttl_s: float | None = None) -> Iterator[str]
         run = store.run(run_id)
         raise ValueError(
             f"run {run_id} is being executed by another driver ({run.get('lease_owner')}, "
-            f"lease until {run.get('lease_until')} UTC): wait for it, or cancel it"
+            f"lease until {run['lease_until']:%H:%M:%S} UTC): wait for it, or cancel it"
         )
     stop = threading.Event()
 
