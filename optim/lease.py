@@ -61,9 +61,6 @@ def hold(store: Store, run_id: int, ttl_s: float | None = None) -> Iterator[str]
     it. Yields this driver's owner name."""
     ttl_s = float(os.environ.get("OPTIM_LEASE_TTL_S", TTL_S)) if ttl_s is None else ttl_s
     me = owner()
-    if not hasattr(store, "claim"):  # TEMPORARY until the store's lease is in main
-        yield me
-        return
     _free_if_dead(store, run_id)
     if not store.claim(run_id, me, ttl_s=ttl_s):
         run = store.run(run_id)
