@@ -30,7 +30,7 @@ from pathlib import Path
 
 from optim import lease, sweep
 from optim.build import Settings
-from optim.context import Context, Outcome, Progress, delete_study, outcome
+from optim.context import Context, Outcome, Progress, delete_study, outcome, planned, retryable
 from optim.pool import Factory, local
 from optim.sources import check, data_record, get_source, source_spec
 from optim.store import Store, pid_alive, run_state
@@ -229,6 +229,14 @@ def delete(store: Store, run_id: int) -> None:
         delete_study(store, _module(run["spec"]).study_name(run_id))
     store.delete_run(run_id)
     shutil.rmtree(sweep.run_dir(store.url, run_id), ignore_errors=True)
+
+
+def resumable(store: Store, run_id: int) -> bool:
+    """Whether executing run ``run_id`` again would build anything: a config without a row, a
+    failure of the environment, or a search or tuning short of its trials (the dashboard's
+    Resume button)."""
+    run, rows = store.run(run_id), store.rows(run_id)
+    return len(rows) < planned(run["spec"]) or any(retryable(r) for r in rows)
 
 
 def summary(spec: dict) -> str:
