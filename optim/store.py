@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -105,7 +106,7 @@ class Result(Base):
     plan: Mapped[list] = mapped_column(JSON)
     row: Mapped[dict] = mapped_column(JSON)  # the measured figures and labels (RESULT_COLUMNS)
     accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # > 2 GiB
     latency_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 

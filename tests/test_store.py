@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from optim import migrations
 from optim.rows import Row
-from optim.store import Store
+from optim.store import Result, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,9 @@ def test_store_behaves_alike_on_sqlite_and_postgresql(url):
     assert store.run(run_id)["name"] is None
     store.rename(run_id, name="  int8 vs fp32 ", notes="first try")
     store.rename(run_id, notes="second try")  # name stays
+    big = 5 * 2**30  # a 5 GiB model file: past 32-bit integers (migration 0003)
     assert store.add_result(
-        run_id, [], _row("base", is_baseline=True, accuracy=0.9, size_bytes=10)
+        run_id, [], _row("base", is_baseline=True, accuracy=0.9, size_bytes=big)
     )
     nan = float("nan")
     assert store.add_result(run_id, [{"Quantize": {"bits": 8}}], _row("q8", accuracy=nan))
@@ -86,6 +87,8 @@ def test_store_behaves_alike_on_sqlite_and_postgresql(url):
     assert [(r.key, r.accuracy, r.latency_p50_ms, r.extra) for r in rows] == [
         ("base", 0.9, None, {}), ("q8", 0.8, 1.5, {"k": [1]})]  # fmt: skip
     assert store.keys(run_id) == {"base", "q8"}
+    with store.engine.connect() as conn:  # the indexed column, not only the row's JSON
+        assert conn.execute(select(Result.size_bytes).where(Result.key == "base")).scalar() == big
     df = store.results(run_id)
     assert list(df["key"]) == ["base", "q8"] and df["plan"][1] == [{"Quantize": {"bits": 8}}]
     runs = store.runs()
@@ -138,7 +141,7 @@ def test_lease_claim_heartbeat_release_expiry(url):
 
 CLAIM_ALL = """
 import json, os, sys, time
-from optim.store import Store
+from optim.store import Result, Store
 owner, n, go, urls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 stores = [Store(url) for url in urls]
 print("ready", flush=True)
@@ -227,7 +230,7 @@ def test_head_is_the_newest_script():
 WRITE_MANY = """
 import sys
 from optim.rows import Row
-from optim.store import Store
+from optim.store import Result, Store
 url, tag = sys.argv[1], sys.argv[2]
 store = Store(url)  # a fresh file: both writers migrate it at once
 for i in range(15):
@@ -240,7 +243,7 @@ for i in range(15):
 
 READ_LOOP = """
 import sys, time, json
-from optim.store import Store
+from optim.store import Result, Store
 url, stop = sys.argv[1], sys.argv[2]
 store, seen = None, []
 while True:
