@@ -295,7 +295,15 @@ def with_mixed(
     return out
 
 
-_GRID_STEPS = {"Distill", "Prune", "StructuredPrune", "Quantize", "Int8", "DynamicInt8"}
+_GRID_STEPS = {
+    "Distill",
+    "Prune",
+    "StructuredPrune",
+    "Quantize",
+    "Int8",
+    "Int8Auto",
+    "DynamicInt8",
+}
 
 
 def summary(spec: dict) -> str:

@@ -534,3 +534,76 @@ def test_sweep_page_greys_out_what_an_onnx_model_cannot_run(store, tmp_path, mon
     assert at.multiselect(key="sweep_students").disabled
     assert "StructuredPrune" not in at.multiselect(key="adv_steps").options
     assert "Quantize" in at.multiselect(key="adv_steps").options
+
+
+# ------------------------------------------------------------------ runs you can tell apart
+
+
+def test_a_run_is_renamed_annotated_and_deleted_from_the_sidebar(store, run_id):
+    new = staged_run(store, run_id, "done")
+    folder = sw.run_dir(store.url, new)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(b"x")
+    at = healthy(app(run=new))
+    at.sidebar.text_input(key=f"run_name_{new}").input("int4 pilot")
+    at.sidebar.text_area(key=f"run_notes_{new}").input("before the retraining")
+    at.sidebar.button(key=f"run_save_{new}").click().run()
+    run = store.run(new)
+    assert (run["name"], run["notes"]) == ("int4 pilot", "before the retraining")
+    picker = at.sidebar.selectbox(key="run")
+    assert "int4 pilot · digits_cnn — done" in picker.format_func(
+        new
+    ) and "UTC" in picker.format_func(new)
+    assert any("before the retraining" in c.value for c in at.sidebar.caption)
+    assert at.sidebar.button(key=f"run_delete_{new}").disabled  # not before it is confirmed
+    at.sidebar.checkbox(key=f"run_sure_{new}").check().run()
+    at.sidebar.button(key=f"run_delete_{new}").click().run()
+    assert new not in set(store.runs()["id"]) and not folder.exists()
+    healthy(at)
+
+
+def test_compare_shows_each_runs_name_and_grid_summary(store, run_id):
+    at = healthy(app(page="compare", run=run_id))
+    table = at.dataframe[0].value
+    assert {"run", "created", "measures", "notes"} <= set(table.columns)
+    assert "bits 4,8,32 x sparsity 0,0.5" in set(table["measures"])
+
+
+def test_presentation_mode_asks_the_question_in_words(store, run_id):
+    at = healthy(app(run=run_id, present=1))
+    assert at.title[0].value == "digits_cnn: which optimized model can we ship?"
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download PNG" not in labels and "Download CSV" not in labels  # developer widgets
+    assert not at.multiselect  # no Inspect
+    assert [e.label for e in at.expander] == [
+        "Decision report: one page for the decision (PDF / HTML)"
+    ]
+    assert "w/channel" not in headline(at) and "weights" in headline(at)  # configs in words
+    assert not [t for t in at.toggle if t.label == "Floor as % of baseline"]
+
+
+def test_the_csv_has_readable_columns_and_the_constraints_it_used(rows):
+    from optim import frontier as fr
+
+    rec = fr.recommend(rows, fr.Constraints(0.99, relative=True, max_size_bytes=1e5))
+    csv = ui.csv_table(rows, rec)
+    assert not {"artifact", "storage", "extra", "plan", "key"} & set(csv.columns)
+    assert {"config", "size (bytes)", "qualifies", "floor (accuracy)", "floor rule"} <= set(csv)
+    assert set(csv["floor rule"]) == {"99 % of baseline"}
+    assert set(csv["size budget (bytes)"]) == {1e5}
+    assert csv["recommended"].sum() == (rec.key is not None)
+
+
+def test_deck_pngs_carry_title_and_labelled_points(rows):
+    from optim import charts
+    from optim import frontier as fr
+
+    rec = fr.recommend(rows, fr.Constraints(0.9))
+    fig = charts.tradeoff_figure(rows, "size_bytes", rec)
+    deck = charts.deck_figure(fig, "digits_cnn: accuracy vs size, floor 90.0 %",
+                              {"recommended": rec.headline.config, "baseline": "fp32"})  # fmt: skip
+    assert deck.layout.title.text.startswith("digits_cnn: accuracy vs size")
+    texts = [a.text for a in deck.layout.annotations]
+    assert any(t.startswith("<b>baseline</b>: fp32") for t in texts)
+    assert any(t.startswith("<b>recommended</b>") for t in texts)
+    assert not any("Autoscale" in (t or "") for t in texts)
