@@ -11,6 +11,10 @@
    round reverts none. So no kept group measured slower in int8 in the last round
    (:attr:`Placement.records`); deciding on point estimates instead let a busy machine's noise
    revert groups that pay (resnet18 dropped from 2.8x to 2.0x on 2 cores at load 12).
+   2b. If that placement is not faster than fp32 in the confirmation (step 3), elimination goes
+   on from it on point estimates (a group whose reversal ran faster at all goes back), and the
+   result replaces it when it confirms faster: where int8 pays nowhere beyond noise, many
+   small losses add up (mobilenet_v3-style graphs: Q/DQ around every HardSwish).
 3. *Confirmation*: fp32, the full int8 graph and the placement, interleaved again: the row's
    claim ("faster" only when the interval excludes 1) comes from here.
 4. *Calibration*: MinMax / Percentile / Entropy ranges for the placement, chosen by calib-split
@@ -41,7 +45,7 @@ import onnxruntime as ort
 from optim import measure, metrics
 from optim.quantizer import CALIBRATIONS, LINEAR, Int8Quantizer, Setting, quantizes
 
-SEARCH_VERSION = 2  # in the cache key: a changed search measures again
+SEARCH_VERSION = 3  # in the cache key: a changed search measures again
 ACCURACY_SLACK = 0.01  # a setting may lose this much calib accuracy to the best one for speed
 
 
@@ -249,6 +253,16 @@ class _Search:
         excluded = tuple(n for g in all_groups if g not in kept for n in all_groups[g])
         full, placed = self.q.build(setting), self.q.build(setting, excluded)
         t = self.time({"fp32": self.q.fp32, "full": full, "placed": placed}, "fp32", 2)
+        if t["placed"].verdict != "faster" and kept:  # step 2b: no win beyond noise yet
+            more = self.eliminate(setting, all_groups, kept, dict(fp32), beyond_noise=False)
+            excl2 = tuple(n for g in all_groups if g not in more[0] for n in all_groups[g])
+            if excl2 != excluded and self.q_quantizes(setting, excl2):
+                t2 = self.time({"fp32": self.q.fp32, "full": full,
+                                "placed": self.q.build(setting, excl2)}, "fp32", 2)  # fmt: skip
+                if t2["placed"].speedup > t["placed"].speedup:  # the records of what ships
+                    kept, fp32, converged, excluded, t = more[0], more[1], more[3], excl2, t2
+                    placed = self.q.build(setting, excluded)
+                    records += [{**rec, "round": f"2b-{rec['round']}"} for rec in more[2]]
         if excluded and t["full"].speedup > t["placed"].speedup:  # noise misled the search:
             ratio = t["placed"].speedup / t["full"].speedup  # the longer timing overrules it
             records += [{"round": "confirmation", "group": g, "nodes": len(all_groups[g]),
@@ -288,9 +302,13 @@ class _Search:
                   "chosen": s == best} for s in cands]  # fmt: skip
         return best, timed
 
-    def eliminate(self, setting: Setting, groups: dict[str, list[str]]):
-        """Greedy backward elimination (module docstring, step 2)."""
-        kept, fp32, records = list(groups), {}, []
+    def q_quantizes(self, setting: Setting, excluded) -> bool:
+        return quantizes(self.q.build(setting, excluded))
+
+    def eliminate(self, setting, groups, kept=None, fp32=None, beyond_noise: bool = True):
+        """Greedy backward elimination (module docstring, step 2; ``beyond_noise=False``:
+        step 2b, on point estimates, from ``kept``)."""
+        kept, fp32, records = list(kept or groups), fp32 or {}, []
         best: tuple[float, list[str]] | None = None  # fastest placement with any int8 in it
         for r in range(len(groups)):
             excl = [n for g in groups if g not in kept for n in groups[g]]
@@ -309,7 +327,10 @@ class _Search:
                                 "fp32_speedup": gain[g], "low": t[g].speedup_low,
                                 "high": t[g].speedup_high, "verdict": t[g].verdict})  # fmt: skip
             # slower in int8 beyond noise: reverting g ran faster, its interval above 1
-            slower = sorted((g for g in kept if t[g].verdict == "faster"), key=lambda g: -gain[g])
+            slower = [
+                g for g in kept if (t[g].verdict == "faster" if beyond_noise else gain[g] > 1)
+            ]
+            slower.sort(key=lambda g: -gain[g])
             if not slower:
                 return kept, fp32, records, True
             for g in slower[:1] if r < 2 else slower:

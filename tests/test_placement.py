@@ -36,8 +36,8 @@ def test_placement_keeps_no_group_that_measured_slower_in_int8():
     for g in placement.int8:  # kept in int8: its last timing never said it is slower there
         if placement.converged:
             assert last[g]["verdict"] != "faster", (g, last[g])
-    for g, why in placement.fp32.items():  # reverted: fp32 ran faster beyond noise
-        assert last[g]["verdict"] == "faster" and last[g]["low"] > 1, (g, last[g])
+    for g, why in placement.fp32.items():  # reverted: fp32 ran faster (beyond noise, or in
+        assert last[g]["fp32_speedup"] > 1, (g, last[g])  # step 2b where nothing else paid)
         assert "faster in fp32" in why, (g, why)
     assert set(placement.excluded) == {n for g in placement.fp32 for n in groups[g]}
     assert placement.converged or "no int8 placement was faster" in placement.note()
