@@ -49,11 +49,11 @@ def upgrade(conn: Connection, url: str) -> None:
     """Bring the database of ``conn`` to :data:`HEAD`, inside the caller's write transaction
     (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock), so two processes opening a new
     store at once migrate it once."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # no "setup plugin" on stderr
     from alembic import command
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # no "Running upgrade" on stderr
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})
     cfg = Config()

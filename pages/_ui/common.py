@@ -307,7 +307,9 @@ def status_banner(cur: Current) -> None:
     }.get(cur.state, f"Run #{cur.id} is {cur.state}: {where}.")
     show = st.error if cur.state == "failed" else st.warning
     show(text + " Finished rows are shown below.", icon=":material/warning:")
-    if done < total:
+    from optim import runs  # here, not at import: Trade-offs opens without torch
+
+    if done < total or runs.resumable(store(), cur.id):  # missing rows, or retryable failures
         st.button(
             "Resume run",
             key=f"resume-{cur.id}",

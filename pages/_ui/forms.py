@@ -412,6 +412,8 @@ def rows_table(df: pd.DataFrame) -> pd.DataFrame:
     table["size_bytes"] = table["size_bytes"].map(lambda b: fmt_bytes(b))
     table["p50_ms"] = table["p50_ms"].map(lambda t: "timing…" if t != t else fmt_ms(t))
     table["seconds"] = table["seconds"].map(lambda t: "" if t != t else f"{t:.1f} s")
+    if "error" in table:
+        table["error"] = table["error"].fillna("")
     return table.rename(columns={"size_bytes": "size", "p50_ms": "p50", "seconds": "took"})
 
 
