@@ -50,10 +50,15 @@ def server(tmp_path_factory, request):
     srv.start()
     if not request.config.pluginmanager.has_plugin("e2e-screenshots"):
         request.config.pluginmanager.register(_ScreenshotReport(), "e2e-screenshots")
+    global SERVER
+    SERVER = srv  # the journey restarts it
     try:
         yield srv.base, Store(srv.url)
     finally:
         srv.stop()
+
+
+SERVER: Server | None = None
 
 
 # ------------------------------------------------------------------ helpers
@@ -125,26 +130,20 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     page = context.new_page()
     page.goto(base)
     settle(page)
-    assert page.get_by_text("No runs yet").count()  # an empty store, on Trade-offs
-    healthy(page, "01-tradeoffs-empty")
+    assert page.get_by_text("No runs yet").count()  # an empty store: the welcome
+    healthy(page, "01-welcome")
 
-    # Sweep: digits_cnn, bits 4, 8, 32 x sparsity 0, 50 % (the page's default grid)
-    open_page(page, "Sweep")
-    page.locator(".st-key-model button[aria-label='Open']").click()
-    page.get_by_role("option", name=re.compile(r"^digits_cnn")).click()
+    # one click: the quick sweep, digits_cnn, bits 4, 8, 32 x sparsity 0, 50 %
+    page.get_by_role("button", name="Run a quick sweep on digits_cnn").click()
     settle(page)
-    assert "digits_cnn" in page.locator(".st-key-model input").input_value()
-    grid = {"sweep_bits": ["4", "8 (int8)", "32 (fp32)"], "sweep_sparsity": ["0%", "50%"]}
-    for key, chosen in grid.items():
-        text = page.locator(f".st-key-{key}").inner_text()
-        assert all(c in text for c in chosen), (key, text)
-    assert page.locator("[data-testid='stMetricValue']").first.inner_text() == "6"
-    healthy(page, "02-sweep-grid")
-    page.get_by_role("button", name="Run sweep").click()
+    open_page(page, "Sweep")  # the running grid, read-only, with its progress
+    page.get_by_text(re.compile(r"is measuring this grid: 6 configs")).wait_for()
+    assert page.locator(".st-key-sweep_bits").count() == 0  # no form that pretends to be it
+    healthy(page, "02-sweep-running-grid")
     done = page.get_by_text(re.compile(r"6 of 6 configs — done"))
     done.wait_for(timeout=SWEEP_SECONDS * 1000)
     settle(page)
-    assert page.locator("[data-testid='stDataFrame']").count() >= 1  # the streamed rows
+    page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=30_000)  # the streamed rows
     healthy(page, "03-sweep-done")
 
     (run_id,) = store.runs()["id"]
@@ -295,3 +294,81 @@ def test_a_distillation_sweep_in_the_browser(server, browser):
     names = set(legend.all_text_contents())
     assert {"distill", "distill + quantize", "quantize"} <= names, names
     healthy(page, "14-distill-tradeoffs")
+
+
+def test_journey_after_a_restart(server, browser, tmp_path):
+    """Issue 11's items after a server restart: a deep link opens its screen, an exact floor
+    is typed, the run is renamed, invalid input turns Run off with the rule, presentation
+    mode, the decision report's PDF (rendered to PNG beside the screenshots), the run deleted."""
+    import subprocess
+
+    base, store = server
+    run_id = int(store.runs()["id"].min())  # the quick sweep
+    SERVER.stop()
+    SERVER.start()  # the first request after the restart is a deep link
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"{base}/tradeoffs?run={run_id}")
+    settle(page)
+    assert page.get_by_text("Page not found").count() == 0
+    charts_rendered(page)
+
+    # an exact floor, typed
+    box = page.locator(".st-key-floor_box input")
+    box.fill("97.25")
+    box.press("Enter")
+    page.wait_for_function("() => location.search.includes('floor=0.9725')")
+    settle(page)
+    assert floor_shown(page) == "97.2%" and "At a floor of 97.2 %" in headline(page)
+
+    # rename and annotate the run from the sidebar
+    page.get_by_role("button", name="Name, notes, delete").click()
+    page.locator(f".st-key-run_name_{run_id} input").fill("journey")
+    page.locator(f".st-key-run_notes_{run_id} textarea").fill("shown to leadership")
+    page.locator(f".st-key-run_save_{run_id} button").click()
+    settle(page)
+    page.keyboard.press("Escape")
+    assert store.run(run_id)["name"] == "journey"
+    wait_for_text(page, "[data-testid='stSidebar']", "journey · digits_cnn")
+    healthy(page, "14-renamed")
+
+    # invalid input: Run turns off and the rule is said
+    open_page(page, "Sweep")
+    threads = page.locator(".st-key-sweep_threads input")
+    threads.fill("99")
+    threads.press("Enter")
+    settle(page)
+    page.get_by_text(re.compile(r"1 <= threads <= \d+")).wait_for()
+    assert page.get_by_role("button", name="Run sweep").is_disabled()
+    healthy(page, "15-invalid-threads")
+
+    # presentation mode, and the decision report as leadership receives it
+    open_page(page, "Trade-offs")
+    page.locator("[data-testid='stSidebar'] label:has-text('Presentation mode')").click()
+    page.wait_for_selector("h1:has-text('which optimized model can we ship?')")
+    settle(page)
+    assert page.get_by_text("Download PNG").count() == 0
+    healthy(page, "16-presentation")
+    page.locator(".st-key-report summary").click()
+    settle(page)
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download report (PDF)").click()
+    pdf = tmp_path / "report.pdf"
+    download.value.save_as(pdf)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    subprocess.run(["pdftoppm", "-png", "-r", "70", "-singlefile", str(pdf),
+                    str(SHOTS / "17-report")], check=True)  # fmt: skip
+    assert (SHOTS / "17-report.png").stat().st_size > 10_000
+    page.locator("[data-testid='stSidebar'] label:has-text('Presentation mode')").click()
+    settle(page)
+
+    # delete the run: its rows and its files go
+    folder = Path(store.results(run_id)["artifact"].dropna().iloc[0]).parent
+    page.get_by_role("button", name="Name, notes, delete").click()
+    page.locator(f".st-key-run_sure_{run_id} label").click()
+    settle(page)
+    page.locator(f".st-key-run_delete_{run_id} button").click()
+    settle(page)
+    assert run_id not in set(store.runs()["id"]) and not folder.exists()
+    healthy(page, "18-deleted")
+    context.close()

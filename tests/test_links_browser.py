@@ -32,6 +32,7 @@ TITLES = {  # url path -> the screen's sidebar entry and its h1
     "sensitivity": ("Sensitivity", "Sensitivity"),
     "compare": ("Compare runs", "Compare"),
     "export": ("Export", "Export"),
+    "glossary": ("Glossary", "Glossary"),
 }
 
 sync_api = require_chromium()
