@@ -14,7 +14,12 @@ from pages._ui import common, views
 common.frame_guard()
 
 st.title("Models")
-st.caption("Baseline figures come from each model's newest run, or from its profile once taken.")
+st.caption(
+    "Baseline figures come from each model's newest run, or from its profile once taken. "
+    "A — means not measured on this machine yet: pick the model under **Profile** below and "
+    "it is measured there (a few seconds; resnet18 first trains, about 3 minutes), or run "
+    "a sweep on it."
+)
 
 table = st.container()  # filled after the profile below, so it includes it
 
