@@ -110,12 +110,22 @@ def curve(
     return Curve(floor, base, ranked, tuple(accs), stop(accs, floor * base))
 
 
-def measured(graph, ctx, floor: float, budget: placements.Budget = placements.DEFAULT_BUDGET):
-    """The cached or measured (placement, quantizer, curve) of ``graph`` for ``floor``."""
+def measured(
+    graph, ctx, floor: float, budget: placements.Budget = placements.DEFAULT_BUDGET,
+    steps: bool = True,
+):  # fmt: skip
+    """The cached or measured (placement, quantizer, curve) of ``graph`` for ``floor``; with
+    ``steps=False`` and no curve measured yet, only step 0 (no ranking: the placement itself)."""
     placement, q = placements.measured(graph, ctx, budget)
     calib = ctx.source.splits["calib"]
     saved = q.folder.parent / f"fallback-{floor:.6g}.json"
     with placements.locked(q.folder.parent):
+        if not steps and not saved.is_file():
+            z0, ref = _reference(q, calib)
+            base = calib_score(z0, z0, ref, ctx.source.metric)
+            path = q.build(placement.setting, placement.excluded, placement.calibration)
+            acc = calib_score(_outputs(path, calib), z0, ref, ctx.source.metric)
+            return placement, q, Curve(floor, base, (), (acc,), stop([acc], floor * base))
         if saved.is_file():
             d = json.loads(saved.read_text())
             got = Curve(**{**d, "ranking": tuple(d["ranking"]), "accuracy": tuple(d["accuracy"])})

@@ -45,7 +45,7 @@ class Int8Fallback:
 @technique(Int8Fallback, stage="graph", family="int8", final=True, needs=("weights", "toplevel"))
 def int8_fallback(graph: Graph, cfg: Int8Fallback, ctx: Context) -> Graph:
     budget = placements.Budget(cfg.rounds, cfg.seconds)
-    placement, q, curve = fallbacks.measured(graph, ctx, cfg.floor, budget)
+    placement, q, curve = fallbacks.measured(graph, ctx, cfg.floor, budget, steps=cfg.step > 0)
     if cfg.step >= len(curve.accuracy):
         raise ValueError(
             f"`step <= {len(curve.accuracy) - 1}` must hold (the fallback to floor "
