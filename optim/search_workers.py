@@ -59,7 +59,7 @@ def optimize_part(url: str, run_id: int, trials: int, timeout_s: float | None, p
     study until ``trials`` are COMPLETE in all; returns how many this worker completed."""
     from optim import search
     from optim.context import Context
-    from optim.ray_executor import node_info
+    from optim.ray_worker import node_info
     from optim.store import Store
 
     store = Store(url)

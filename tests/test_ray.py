@@ -140,16 +140,20 @@ def _sweep_executor(tmp_path: Path, **kwargs) -> RayExecutor:
 
 def _kill_tasks(times: int, stop: threading.Event, killed: list) -> None:
     """SIGKILL the Ray worker running a config, ``times`` times (a new process each try)."""
+
+    def busy(p: psutil.Process) -> bool:  # running a task (an idle worker is "ray::IDLE")
+        try:
+            return p.cmdline()[:1] == ["ray::task"] and p.pid not in killed
+        except psutil.Error:
+            return False
+
     while len(killed) < times and not stop.is_set():
         for p in psutil.Process().children(recursive=True):
-            try:
-                busy = p.cmdline()[:1] == ["ray::_task"] and p.pid not in killed
-            except psutil.Error:
-                continue
-            if busy:
-                time.sleep(0.5)  # mid-config: it has started building
-                p.send_signal(signal.SIGKILL)
-                killed.append(p.pid)
+            if busy(p):
+                time.sleep(0.2)  # mid-config: it has started
+                if busy(p):  # still at it
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
                 break
         time.sleep(0.02)
 
@@ -209,3 +213,29 @@ def test_the_cli_sends_a_sweep_to_the_cluster_named_by_optim_ray_address(
     assert run["spec"]["settings"]["executor"] == "ray"  # a resume goes to Ray too
     rows = fresh_store.rows(int(run["id"]))
     assert [r.label for r in rows if "built_on" in r.extra] == ["int4 w/channel"]
+
+
+def test_the_sweep_page_offers_the_cluster_when_one_is_configured(cluster, fresh_store,
+                                                                   monkeypatch):  # fmt: skip
+    from streamlit.testing.v1 import AppTest
+
+    def sweep_page() -> AppTest:
+        at = AppTest.from_file(str(Path(__file__).parents[1] / "app.py"), default_timeout=90)
+        at.session_state["model"] = "digits_cnn"
+        at.query_params["page"] = "sweep"
+        return at.run()
+
+    monkeypatch.delenv("OPTIM_RAY_ADDRESS", raising=False)
+    assert not [c for c in sweep_page().checkbox if c.key == "sweep_ray"]  # no cluster: none
+    monkeypatch.setenv("OPTIM_RAY_ADDRESS", cluster)
+    at = sweep_page()
+    assert not at.exception, at.exception
+    (box,) = [c for c in at.checkbox if c.key == "sweep_ray"]
+    assert box.label == f"Build on the Ray cluster at {cluster}"
+    box.check().run()
+    at.multiselect(key="sweep_bits").set_value([4])
+    at.multiselect(key="sweep_sparsity").set_value([0.0]).run()
+    at.button[[b.label for b in at.button].index("Run sweep")].click().run()
+    (run,) = fresh_store.runs().to_dict("records")
+    runs.cancel(fresh_store, int(run["id"]))  # the launched driver: not needed here
+    assert run["spec"]["settings"]["executor"] == "ray"
