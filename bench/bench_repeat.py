@@ -45,14 +45,14 @@ def run_twice(name: str, plans: list, settings) -> pd.DataFrame:
 
 def headline_case(settings) -> pd.DataFrame:
     from optim import frontier as fr
-    from optim import ui
+    from optim import tables, view_state
     from optim.store import Store
     from optim.sweep import grid, sweep
 
     store = Store()
     run_id = sweep("digits_cnn", grid(bits=(4, 8, 32), sparsity=(0.0, 0.5)), settings, store)
-    ok, _ = ui.split_rows(store.results(run_id))
-    rec = fr.recommend(ok, ui.constraints({}, ok))
+    ok, _ = tables.split_rows(store.results(run_id))
+    rec = fr.recommend(ok, view_state.constraints({}, ok))
     head = rec.headline
     base = ok[ok["is_baseline"]].iloc[0]
     rows = []

@@ -202,13 +202,13 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ui_accuracy(row: dict) -> str:
-    from optim.ui import accuracy_text
+    from optim.frontier import accuracy_text
 
     return accuracy_text(row)
 
 
 def ui_speed(row: dict) -> str:
-    from optim.ui import speed_text
+    from optim.frontier import speed_text
 
     return speed_text(row)
 
@@ -465,7 +465,7 @@ def _cmd_techniques(args, out) -> None:
     import dataclasses
 
     import optim.techniques  # noqa: F401 - registers every technique
-    from optim.ui import form_fields
+    from optim.technique_form import form_fields
 
     for name, tech in sorted(plans.REGISTRY.items()):
         doc = (tech.config.__doc__ or "").strip().splitlines()[0]
@@ -504,7 +504,7 @@ def _cmd_frontier(args, out) -> None:
 
 
 def _cmd_report(args, out) -> None:
-    from optim import report, ui
+    from optim import report, tables
 
     path = report.check_out(args.out)  # every refusal before the run is read or anything written
     cons = fr.Constraints(
@@ -517,7 +517,7 @@ def _cmd_report(args, out) -> None:
     )
     store = Store()
     run = store.run(args.run)
-    rep = report.build_report(run, ui.split_rows(store.results(args.run))[0], cons)
+    rep = report.build_report(run, tables.split_rows(store.results(args.run))[0], cons)
     try:
         n = report.write_report(path, rep)
     except RuntimeError as e:  # chromium failed: one line, like every other refusal

@@ -7,7 +7,7 @@ lays them out as one self-contained A4 page (charts inlined as SVG by Kaleido, n
 :func:`print_pdf` prints that page with headless Chromium. No streamlit.
 
 Example:
-    >>> rep = build_report(store.run(3), ui.split_rows(store.results(3))[0], Constraints(0.97))
+    >>> rep = build_report(store.run(3), tables.split_rows(store.results(3))[0], Constraints(0.97))
     >>> write_report("report.pdf", rep)  # doctest: +SKIP
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from optim import frontier as fr
-from optim import ui
+from optim import run_view
 from optim.artifact import write_atomic
 
 SUFFIXES = (".html", ".pdf")
@@ -218,7 +218,7 @@ def measurement_facts(run: dict, ok: pd.DataFrame) -> dict[str, str]:
     n_test, metric = base.get("n_test"), str(base.get("metric"))
     tests = f"{int(n_test):,} held-out test examples" if n_test == n_test and n_test else "n/a"
     if tests != "n/a" and math.isfinite(base.get("accuracy", math.nan)):
-        res = 100 * ui.measure_resolution(int(n_test), float(base["accuracy"]))
+        res = 100 * run_view.measure_resolution(int(n_test), float(base["accuracy"]))
         tests += f" (differences under {res:.1f} points are noise)"
     flags = ", ".join(cpu.get("flags") or []) or "no AVX2/AVX-512/VNNI"
     backend = base.get("backend") or f"onnxruntime {env.get('onnxruntime', '?')}"
@@ -247,7 +247,7 @@ def _calib_size(model: str) -> str:
 
 
 def build_report(run: dict, ok: pd.DataFrame, constraints: fr.Constraints) -> Report:
-    """Gather the report of ``run``'s measured rows ``ok`` (``ui.split_rows``) under
+    """Gather the report of ``run``'s measured rows ``ok`` (``tables.split_rows``) under
     ``constraints``; ``ValueError`` when no row is measured."""
     if not len(ok):
         raise ValueError(f"run {run.get('id')} has no measured results")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from optim import charts, ui
+from optim import charts, run_view, tables
 from optim import frontier as fr
 from pages._ui import common, views
 
@@ -16,7 +16,9 @@ if runs.empty:
     st.info("No runs yet. Start a sweep to have something to compare.")
     st.stop()
 
-labels = {int(r["id"]): ui.run_label(r, common.run_state(r)) for r in runs.to_dict("records")}
+labels = {
+    int(r["id"]): run_view.run_label(r, common.run_state(r)) for r in runs.to_dict("records")
+}
 current = st.session_state.get("run")
 default = ([current] if current in labels else []) + [r for r in labels if r != current]
 default = default[:2]  # the current run and the newest other one
@@ -29,9 +31,9 @@ if not picked:
 
 chosen = runs[runs["id"].isin(picked)]
 st.dataframe(
-    ui.runs_table(chosen), hide_index=True, width="stretch", column_config=views.RUNS_COLUMNS
+    run_view.runs_table(chosen), hide_index=True, width="stretch", column_config=views.RUNS_COLUMNS
 )
-results = {ui.run_title(r): common.measured(int(r["id"])) for r in chosen.to_dict("records")}
+results = {run_view.run_title(r): common.measured(int(r["id"])) for r in chosen.to_dict("records")}
 if empty := [name for name, ok in results.items() if not len(ok)]:
     st.warning(f"No measured results yet in {', '.join(empty)}.")
 
@@ -51,7 +53,7 @@ for column, x in ((size_chart, "size_bytes"), (latency_chart, "latency_p50_ms"))
 
 st.subheader("At the floor")
 st.dataframe(
-    ui.compare_rows(results, floor, relative),
+    tables.compare_rows(results, floor, relative),
     hide_index=True,
     width="stretch",
     column_config=views.COMPARE_COLUMNS,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from optim import export, ui
+from optim import export, view_state
 from optim import frontier as fr
 from pages._ui import common
 
@@ -23,7 +23,7 @@ if common.no_rows(cur):
     st.stop()
 
 ok = cur.ok
-rec = fr.recommend(ok, ui.constraints(st.session_state, ok))
+rec = fr.recommend(ok, view_state.constraints(st.session_state, ok))
 labels = dict(zip(ok["key"], ok["label"], strict=True))
 keys = list(labels)
 default = rec.key or rec.closest_key or keys[0]

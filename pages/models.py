@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from optim import archive, charts, intake_view, ui, uploads
+from optim import archive, charts, intake_view, md, model_view, uploads
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.intake import max_bytes
 from optim.sources import model_names
@@ -108,12 +108,12 @@ add_col.button(
     width="stretch",
 )
 if error := st.session_state.pop("_byo_error", None):
-    st.error(ui.plain(error), icon=":material/block:")  # a file's name is text, not Markdown
+    st.error(md.plain(error), icon=":material/block:")  # a file's name is text, not Markdown
 
 if (shown := st.session_state.get("_byo_added")) in uploads.names():
     with st.container(key="byo_report", border=True):
         st.success(
-            f"Added **{ui.plain(shown)}**: it is in every model picker now.",
+            f"Added **{md.plain(shown)}**: it is in every model picker now.",
             icon=":material/check_circle:",
         )
         report_col, tech_col = st.columns([1.3, 1])
@@ -132,7 +132,7 @@ if mine := uploads.names():
     st.markdown("**Your uploaded models**")
     for upload in mine:
         text_col, remove_col = st.columns([5, 1], vertical_alignment="center")
-        text_col.markdown(f"**{ui.plain(upload)}** — {ui.plain(uploads.describe(upload))}")
+        text_col.markdown(f"**{md.plain(upload)}** — {md.plain(uploads.describe(upload))}")
         remove_col.button(
             "Remove",
             key=f"byo_remove_{upload}",
@@ -147,7 +147,7 @@ name = common.model_picker()
 prof = common.model_profile(name)  # None (after saying why) until the weights exist
 figures = common.baseline_figures() | st.session_state.get("_profiled", {})
 table.dataframe(
-    ui.model_table(model_names(), figures),
+    model_view.model_table(model_names(), figures),
     hide_index=True,
     width="stretch",
     column_config=views.MODEL_COLUMNS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from optim import ui
+from optim import model_view
 from optim.sensitivity_chart import sensitivity_figure
 from pages._ui import common
 
@@ -27,7 +27,7 @@ sparsities = right.multiselect(
 if not bits and not sparsities:
     st.info("Pick at least one bit-width or sparsity.")
     st.stop()
-if ui.model_note(name)[0] != "ready":
+if model_view.model_note(name)[0] != "ready":
     st.stop()  # the model picker has said why
 df = common.sensitivity(name, tuple(sorted(bits)), tuple(sorted(sparsities)))
 fig = sensitivity_figure(df)

@@ -19,9 +19,13 @@ from streamlit.testing.v1 import AppTest
 import optim.sweep as sw
 from optim import frontier as fr
 from optim import plan as plans
-from optim import ui
+from optim.charts import short_id
 from optim.rows import Row
-from optim.store import Store
+from optim.run_view import fmt_duration
+from optim.store import Store, run_state
+from optim.tables import csv_table, selection_keys, split_rows
+from optim.technique_form import form_fields
+from optim.view_state import DEFAULTS, PAGES, encode_params, parse_params
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 SCREENS = ("models", "sweep", "tradeoffs", "compare", "export")
@@ -54,7 +58,7 @@ def run_id(store) -> int:
 
 @pytest.fixture(scope="module")
 def rows(store, run_id):
-    return ui.split_rows(store.results(run_id))[0]
+    return split_rows(store.results(run_id))[0]
 
 
 @pytest.fixture
@@ -210,7 +214,7 @@ def timed_copy(store: Store, run_id: int) -> tuple[int, object]:
             row,
         )
     store.set_status(new, "done")
-    return new, ui.split_rows(store.results(new))[0]
+    return new, split_rows(store.results(new))[0]
 
 
 def test_budgets_filter_the_recommendation(store, run_id):
@@ -245,7 +249,7 @@ def test_query_params_restore_the_view(store, run_id, rows):
             relative=1,
             max_size_mb=0.5,
             prefer="latency",
-            selected=ui.short_id(picked),
+            selected=short_id(picked),
         )
     )
     assert at.slider(key="floor").value == pytest.approx(0.99)
@@ -256,7 +260,7 @@ def test_query_params_restore_the_view(store, run_id, rows):
     assert "selected" in [t.get("name") for t in figure(at)["data"]]
     base = rows.loc[rows["is_baseline"], "accuracy"].iloc[0]
     assert shape(figure(at), "floor")["y0"] == pytest.approx(0.99 * base)
-    assert param(at, "selected") == ui.short_id(picked)
+    assert param(at, "selected") == short_id(picked)
 
     at = healthy(app(run=run_id, page="export"))
     assert at.title[0].value == "Export"
@@ -356,7 +360,7 @@ def test_sweep_page_grid_axes_count_configs(store):
     from optim.estimate import estimate
 
     est = estimate(store, "digits_cnn", plan_list, timing_s=timing)  # calibrated by the store
-    assert at.metric[1].value == ui.fmt_duration(est.seconds)
+    assert at.metric[1].value == fmt_duration(est.seconds)
     assert any(est.basis in c.value for c in at.caption)  # and it says on what basis
     assert sw.estimate_seconds(store, "digits_cnn", plan_list) > 2 * sw.TRAINING_GUESS_S / 2
 
@@ -419,16 +423,16 @@ def test_view_state_round_trips_through_the_url():
         "page": "export",
         "present": True,
     }
-    parsed, bad = ui.parse_params(ui.encode_params(state))
+    parsed, bad = parse_params(encode_params(state))
     assert parsed == state and bad == []
-    assert ui.encode_params(ui.DEFAULTS) == {}
+    assert encode_params(DEFAULTS) == {}
 
 
 def test_every_screen_of_the_frame_can_be_linked():
     paths = re.findall(r'\("(\w+)", "pages/\w+\.py"', APP.read_text())
-    assert paths and set(paths) == set(ui.PAGES)  # a page=... link to each one is accepted
+    assert paths and set(paths) == set(PAGES)  # a page=... link to each one is accepted
     for page in paths:
-        assert ui.parse_params({"page": page}) == ({"page": page}, [])
+        assert parse_params({"page": page}) == ({"page": page}, [])
 
 
 def test_selection_maps_chart_points_back_to_keys():
@@ -436,15 +440,15 @@ def test_selection_maps_chart_points_back_to_keys():
     event = {
         "selection": {
             "points": [
-                {"id": ui.short_id("k2"), "customdata": [98.1, 97.0]},
-                {"id": ui.short_id("k2")},  # an overlay trace repeats the point
-                {"id": ui.short_id("k1")},
+                {"id": short_id("k2"), "customdata": [98.1, 97.0]},
+                {"id": short_id("k2")},  # an overlay trace repeats the point
+                {"id": short_id("k1")},
                 {"customdata": ["k3", "a"]},  # a chart that carries the key itself
             ]
         }
     }
-    assert ui.selection_keys(event, keys) == ["k1", "k2", "k3"]
-    assert ui.selection_keys(None, keys) == []
+    assert selection_keys(event, keys) == ["k1", "k2", "k3"]
+    assert selection_keys(None, keys) == []
 
 
 def test_headline_claims_no_speed_change_within_timing_noise(rows):
@@ -476,9 +480,9 @@ def test_run_state_matches_the_sweep_module(store, run_id):
         for status in ("pending", "running", "done", "failed", "cancelled"):
             for pid in (None, float("nan"), dead.pid, alive.pid):
                 run = {"status": status, "pid": pid}
-                assert ui.run_state(run) == sw.state(run), run
+                assert run_state(run) == sw.state(run), run
         for row in store.runs().to_dict("records"):  # <NA> pids of Store.runs()
-            assert ui.run_state(row) == sw.state(row)
+            assert run_state(row) == sw.state(row)
     finally:
         alive.kill()
         alive.wait()
@@ -486,7 +490,7 @@ def test_run_state_matches_the_sweep_module(store, run_id):
 
 def test_every_technique_has_a_form():
     for name, tech in plans.REGISTRY.items():
-        for f in ui.form_fields(tech.config):
+        for f in form_fields(tech.config):
             assert f.kind in ("choice", "bool", "int", "float"), (name, f)
             if f.kind == "choice":
                 assert f.default in f.choices, (name, f)
@@ -586,7 +590,7 @@ def test_the_csv_has_readable_columns_and_the_constraints_it_used(rows):
     from optim import frontier as fr
 
     rec = fr.recommend(rows, fr.Constraints(0.99, relative=True, max_size_bytes=1e5))
-    csv = ui.csv_table(rows, rec)
+    csv = csv_table(rows, rec)
     assert not {"artifact", "storage", "extra", "plan", "key"} & set(csv.columns)
     assert {"config", "size (bytes)", "qualifies", "floor (accuracy)", "floor rule"} <= set(csv)
     assert set(csv["floor rule"]) == {"99 % of baseline"}

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from optim import frontier as fr
-from optim import ui
+from optim.charts import short_id
 from optim.store import Store
+from optim.tables import split_rows
+from optim.view_state import default_floor
 from tests.browser import (
     SHOTS,
     Server,
@@ -147,13 +149,13 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     healthy(page, "03-sweep-done")
 
     (run_id,) = store.runs()["id"]
-    rows = ui.split_rows(store.results(int(run_id)))[0]
+    rows = split_rows(store.results(int(run_id)))[0]
     assert len(rows) == 6
 
     # Trade-offs: both charts, the recommendation at the default floor
     open_page(page, "Trade-offs")
     charts_rendered(page)
-    before, floor = headline(page), ui.default_floor(rows, relative=False)
+    before, floor = headline(page), default_floor(rows, relative=False)
     first = fr.recommend(rows, fr.Constraints(floor))
     assert floor_shown(page) == f"{100 * floor:.1f}%"
     assert f"ship {rows.set_index('key').loc[first.key, 'label']}" in before
@@ -187,7 +189,7 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=8)
     page.mouse.up()
-    every = ",".join(sorted(ui.short_id(k) for k in rows["key"]))
+    every = ",".join(sorted(short_id(k) for k in rows["key"]))
     page.wait_for_function("() => location.search.includes('selected=')")
     settle(page)
     picked = re.search(r"selected=([^&]+)", page.url).group(1).replace("%2C", ",")

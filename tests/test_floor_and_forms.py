@@ -14,7 +14,8 @@ import pytest
 import tests.test_app as ta
 from optim import frontier as fr
 from optim import plan as plans
-from optim import ui
+from optim.tables import split_rows
+from optim.view_state import default_floor
 
 store, run_id, rows = ta.store, ta.run_id, ta.rows  # module fixtures: one sweep for this file
 app, healthy, param, figure, shape, headline = (
@@ -100,7 +101,7 @@ def test_the_slider_spans_the_baseline_minus_ten_points_unless_widened(store, ru
     slider = at.slider(key="floor")
     assert slider.min == pytest.approx(math.floor(100 * (base_acc(rows) - 0.1)) / 100)
     assert slider.max == pytest.approx(1.0)
-    assert slider.value == pytest.approx(ui.default_floor(rows, relative=False))
+    assert slider.value == pytest.approx(default_floor(rows, relative=False))
     at.toggle(key="floor_full").set_value(True).run()
     assert healthy(at).slider(key="floor").min == pytest.approx(0.0)
 
@@ -137,7 +138,7 @@ def test_a_near_chance_recommendation_is_flagged(store, run_id):
         assert at.slider(key="floor").value == pytest.approx(0.11)  # kept, below the range
         warnings = [w.value for w in at.warning]
         assert any("12.0 %" in w and "learned next to nothing" in w for w in warnings), warnings
-        at.slider(key="floor").set_value(round(base_acc(ui.split_rows(store.results(new))[0])
+        at.slider(key="floor").set_value(round(base_acc(split_rows(store.results(new))[0])
                                                 - 0.01, 3)).run()  # fmt: skip
         assert not any("next to nothing" in w.value for w in healthy(at).warning)
     finally:

@@ -13,8 +13,9 @@ import urllib.request
 
 import pytest
 
-from optim import ui
+from optim.charts import short_id
 from optim.store import Store
+from optim.tables import split_rows
 from tests.browser import (
     SHOTS,
     Server,
@@ -137,7 +138,7 @@ def test_clicking_a_chart_point_selects_its_config(server, browser):
     table appears and the selection is in the URL (the chart's box-select is in its toolbar)."""
     store = Store(server.url)
     run = int(store.runs()["id"].max())
-    rows = ui.split_rows(store.results(run))[0]
+    rows = split_rows(store.results(run))[0]
     target = rows.loc[rows["label"].str.startswith("int8")].iloc[0]
     page = browser.new_context(viewport=VIEWPORT).new_page()
     page.goto(f"{server.base}/tradeoffs?run={run}")
@@ -161,14 +162,14 @@ def test_clicking_a_chart_point_selects_its_config(server, browser):
             }
             return null;
         }""",
-        ui.short_id(target["key"]),
+        short_id(target["key"]),
     )
     assert xy, "the target config is not on the chart"
     page.mouse.move(*xy)
     page.wait_for_timeout(200)
     page.mouse.click(*xy)
     page.wait_for_function(
-        "id => location.search.includes('selected=' + id)", arg=ui.short_id(target["key"])
+        "id => location.search.includes('selected=' + id)", arg=short_id(target["key"])
     )
     settle(page)
     tables.nth(before).wait_for(timeout=30_000)

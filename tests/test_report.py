@@ -21,9 +21,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import optim.sweep as sw
-from optim import cli, report, ui
+from optim import cli, report
 from optim import frontier as fr
 from optim.store import Store
+from optim.tables import split_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -49,7 +50,7 @@ def run_id(store) -> int:
 
 @pytest.fixture(scope="module")
 def ok(store, run_id) -> pd.DataFrame:
-    return ui.split_rows(store.results(run_id))[0]
+    return split_rows(store.results(run_id))[0]
 
 
 def rows(acc, size, p50) -> pd.DataFrame:

@@ -16,8 +16,9 @@ import pandas as pd
 import streamlit as st
 from streamlit import runtime
 
-from optim import ui
+from optim import charts, md, model_view, run_view, tables, view_state
 from optim.store import Store, db_url
+from optim.store import run_state as _run_state
 
 # No ``optim.sweep`` (torch, ~6 s to import) at module level: every page imports this module,
 # and Trade-offs must open fast on a fresh server. Only starting a run imports it.
@@ -45,7 +46,7 @@ def _pid(run: dict) -> int | None:
 
 def run_state(run: dict) -> str:
     """``sweep.state`` of a run record or of a ``Store.runs()`` row."""
-    return ui.run_state(run)
+    return _run_state(run)
 
 
 def is_live(run: dict) -> bool:
@@ -71,14 +72,14 @@ def restore_state() -> None:
     widget values alive across page switches (streamlit drops a widget's state otherwise)."""
     ss = st.session_state
     if "_restored" not in ss:
-        state, bad = ui.parse_params(st.query_params.to_dict())
+        state, bad = view_state.parse_params(st.query_params.to_dict())
         for name in ("relative", "worst", "prefer", "present", "max_size_mb", "max_latency_ms"):
-            ss.setdefault(name, state.get(name, ui.DEFAULTS[name]))
+            ss.setdefault(name, state.get(name, view_state.DEFAULTS[name]))
         for name in ("run", "floor"):
             if name in state:
                 ss.setdefault(name, state[name])
         ss["_selected_ids"] = state.get("selected", ())
-        ss["_start_page"] = state.get("page", ui.DEFAULTS["page"])
+        ss["_start_page"] = state.get("page", view_state.DEFAULTS["page"])
         ss["_bad_params"] = bad
         ss["_restored"] = True
     for name in WIDGETS:
@@ -89,10 +90,10 @@ def restore_state() -> None:
 def _link_params() -> dict[str, str]:
     """The view state as query params (the page is the URL's path, not a parameter)."""
     ss = st.session_state
-    state = {name: ss.get(name) for name in ui.DEFAULTS if name != "page"}
+    state = {name: ss.get(name) for name in view_state.DEFAULTS if name != "page"}
     ids = ss.get("_selected_ids")
-    state["selected"] = ids if ids else tuple(ui.short_id(k) for k in ss.get("selected") or ())
-    return ui.encode_params(state)
+    state["selected"] = ids if ids else tuple(charts.short_id(k) for k in ss.get("selected") or ())
+    return view_state.encode_params(state)
 
 
 def mirror_state() -> None:
@@ -164,18 +165,20 @@ def sidebar() -> None:
             st.caption("No runs yet: start one on the Sweep page.")
             ss.pop("run", None)
         else:
-            labels = {int(r["id"]): ui.run_label(r, run_state(r)) for r in runs.to_dict("records")}
+            labels = {
+                int(r["id"]): run_view.run_label(r, run_state(r)) for r in runs.to_dict("records")
+            }
             if ss.get("run") not in labels:
                 if ss.get("run") is not None:
                     ss["_missing_run"] = ss["run"]
                 ss["run"] = next(iter(labels))
             st.selectbox("Run", list(labels), key="run", format_func=labels.get)
             run = runs.loc[runs["id"] == ss["run"]].iloc[0].to_dict()
-            text = f"Model: **{ui.plain(run['model'])}**"  # a file's name is text, not Markdown
-            if summary := ui.run_summary(run):
-                text += f"  \n{ui.plain(summary)}"
+            text = f"Model: **{md.plain(run['model'])}**"  # a file's name is text, not Markdown
+            if summary := run_view.run_summary(run):
+                text += f"  \n{md.plain(summary)}"
             if isinstance(run.get("notes"), str) and run["notes"]:
-                text += f"  \n*{ui.plain(run['notes'])}*"
+                text += f"  \n*{md.plain(run['notes'])}*"
             st.caption(text)
             if not present():
                 run_editor(run)
@@ -258,7 +261,7 @@ def current() -> Current | None:
     except ValueError:
         st.warning(f"Run #{run_id} does not exist any more (it may have been deleted).")
         return None
-    ok, failed = ui.split_rows(store().results(int(run_id)))
+    ok, failed = tables.split_rows(store().results(int(run_id)))
     return Current(run, run_state(run), ok, failed)
 
 
@@ -273,7 +276,7 @@ def _resume(run_id: int) -> None:
 
 def status_banner(cur: Current) -> None:
     """What the run is doing, and Resume where it stopped before finishing."""
-    done, total = ui.progress(cur.run, len(cur.ok) + len(cur.failed))
+    done, total = run_view.progress(cur.run, len(cur.ok) + len(cur.failed))
     where = f"{done} of {total} configs measured"
     if cur.state == "not started":
         st.warning(
@@ -354,7 +357,7 @@ def no_rows(cur: Current) -> bool:
 def failed_expander(failed: pd.DataFrame) -> None:
     if len(failed):
         with st.expander(f"{len(failed)} config(s) failed and are not charted"):
-            st.dataframe(ui.failed_table(failed), hide_index=True, width="stretch")
+            st.dataframe(tables.failed_table(failed), hide_index=True, width="stretch")
 
 
 # ------------------------------------------------------------------ models
@@ -370,7 +373,7 @@ def model_picker() -> str:
         hit = runs.loc[runs["id"] == run_id, "model"] if run_id is not None else []
         ss["model"] = hit.iloc[0] if len(hit) and hit.iloc[0] in names else names[0]
     name = st.selectbox("Model", names, key="model", format_func=lambda n: f"{n} — {describe(n)}")
-    state, note = ui.model_note(name)
+    state, note = model_view.model_note(name)
     if state != "ready":
         (st.warning if state == "missing" else st.info)(f"{name}: {note}.")
     return name
@@ -410,7 +413,7 @@ def profile(name: str, threads: int = 1):
 
 def model_profile(name: str):
     """The model's profile (cached), or None while its weights are missing or untrained."""
-    state, _ = ui.model_note(name)
+    state, _ = model_view.model_note(name)
     if state == "missing":
         return None
     if state == "train" and not st.session_state.get(f"_train_{name}"):
@@ -431,15 +434,15 @@ def baseline_figures() -> dict[str, dict]:
     runs, out = store().runs(), {}
     for row in runs[runs["results"] > 0].to_dict("records"):
         if row["model"] not in out:
-            ok, _ = ui.split_rows(store().results(int(row["id"])))
-            if (base := ui.baseline(ok)) is not None:
+            ok, _ = tables.split_rows(store().results(int(row["id"])))
+            if (base := tables.baseline(ok)) is not None:
                 out[row["model"]] = base.to_dict() | {"measured_in": f"run #{row['id']}"}
     return out
 
 
 def measured(run_id: int) -> pd.DataFrame:
     """The measured (charted) rows of a run."""
-    return ui.split_rows(store().results(run_id))[0]
+    return tables.split_rows(store().results(run_id))[0]
 
 
 @contextlib.contextmanager

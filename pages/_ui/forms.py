@@ -8,8 +8,8 @@ import os
 import pandas as pd
 import streamlit as st
 
+from optim import md, model_view, run_view, runs, sweep, technique_form
 from optim import plan as plans
-from optim import runs, sweep, ui
 from optim.estimate import estimate
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
 from optim.glossary import tip
@@ -37,7 +37,7 @@ def grid_form(model: str) -> list[tuple]:
     na = common.not_applicable(model)
     if na:
         st.info(
-            f"Not available for {ui.plain(model)}: "
+            f"Not available for {md.plain(model)}: "
             + "; ".join(f"**{n}** ({why})" for n, why in sorted(na.items())),
             icon=":material/block:",
         )
@@ -122,7 +122,7 @@ def grid_form(model: str) -> list[tuple]:
         return []
 
 
-def field_input(f: ui.FormField, key: str) -> object:
+def field_input(f: technique_form.FormField, key: str) -> object:
     """One technique field as a widget (choice, bool, int, float; None allowed if optional)."""
     label = f.name.replace("_", " ")
     if f.kind == "choice":
@@ -177,21 +177,21 @@ def advanced_form(model: str) -> list[tuple]:
         )
         if na:
             st.caption(
-                f"Not offered for {ui.plain(model)}: "
+                f"Not offered for {md.plain(model)}: "
                 + "; ".join(f"{n} ({why})" for n, why in sorted(na.items()))
             )
         plan, problem = [], None
         for name in steps:
             tech = plans.REGISTRY[name]
-            fields = ui.form_fields(tech.config)
+            fields = technique_form.form_fields(tech.config)
             summary = next(iter((tech.config.__doc__ or "").strip().splitlines()), "")
             st.markdown(f"**{name}** — {summary}")
             values = {}
             for f, col in zip(fields, st.columns(max(len(fields), 3)), strict=False):
                 with col:
                     values[f.name] = field_input(f, key=f"adv_{name}_{f.name}")
-            for field_name, fill in ui.filled_fields(tech.config, values).items():
-                if ui.model_note(model)[0] != "ready":
+            for field_name, fill in technique_form.filled_fields(tech.config, values).items():
+                if model_view.model_note(model)[0] != "ready":
                     problem = f"{name}: {field_name} needs {model}'s trained weights first"
                     continue
                 try:
@@ -326,7 +326,7 @@ def live_runs() -> list[int]:
 
 def start_controls(model: str, plan_list: list, settings: sweep.Settings | None) -> None:
     """Number of configs, estimated time and the Run button (one sweep at a time)."""
-    n = ui.count_configs(plan_list) if plan_list else 0
+    n = technique_form.count_configs(plan_list) if plan_list else 0
     timing = (settings or sweep.Settings()).min_seconds  # calls, plus fresh sessions:
     timing += 0.05 * sweep.TIMING_BLOCKS
     est = estimate(common.store(), model, plan_list, timing_s=timing) if n else None
@@ -335,7 +335,7 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings | None)
     count.metric("Configs", n, help="Including the fp32 baseline")
     eta.metric(
         "Estimated time" if est is None or est.measured else "Estimated time (a guess)",
-        ui.fmt_duration(est.seconds) if est else "—",
+        run_view.fmt_duration(est.seconds) if est else "—",
         help=(est.basis[0].upper() + est.basis[1:] + ".") if est else None,
     )
     go.button(
@@ -374,7 +374,7 @@ def progress_panel(run_id: int) -> None:
             st.warning(f"Run #{run_id} was deleted.")
             return
         df, state, now_live = store.results(run_id), sweep.state(run), common.is_live(run)
-        done, total = ui.progress(run, len(df))
+        done, total = run_view.progress(run, len(df))
         text = f"Run #{run_id} ({run['model']}): {done} of {total} configs — {state}"
         if now_live and not done:
             text += " (loading the model and measuring the fp32 baseline first)"

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from optim import charts, ui
+from optim import charts, run_view, tables, view_state
 from optim import frontier as fr
 from optim.glossary import tip
 from pages._ui import common
@@ -188,7 +188,7 @@ def budget_controls(size, latency) -> dict:
 def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
     """Floor slider, absolute / % of baseline, preference and budgets; returns the pick."""
     ss = st.session_state
-    base = ui.baseline(ok)
+    base = tables.baseline(ok)
     floor_col, prefer, size, latency = st.columns([3.4, 1.3, 1.4, 1], gap="medium")
     with floor_col:
         floor_controls(
@@ -205,11 +205,15 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
             "(e.g. a screening model's recall on the rare positive class)",
         )
     prefer.segmented_control(
-        "Ship the", list(ui.PREFER), format_func=ui.PREFER.get, key="prefer", required=True
+        "Ship the",
+        list(view_state.PREFER),
+        format_func=view_state.PREFER.get,
+        key="prefer",
+        required=True,
     )
     budgets = budget_controls(size, latency)
     state = {name: ss.get(name) for name in ("floor", "relative", "worst", "prefer")} | budgets
-    return fr.recommend(ok, ui.constraints(state, ok))
+    return fr.recommend(ok, view_state.constraints(state, ok))
 
 
 # ------------------------------------------------------------------ headline
@@ -233,7 +237,7 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
             st.warning(head.text, icon=":material/block:")
             return
         st.container(key="headline-text").markdown(head.text)
-        row, base = ok[ok["key"] == rec.key].iloc[0], ui.baseline(ok)
+        row, base = ok[ok["key"] == rec.key].iloc[0], tables.baseline(ok)
         delta, color, arrow = None, "normal", "auto"
         if base is not None and not row["is_baseline"]:
             delta = fr.accuracy_text(row)
@@ -265,18 +269,18 @@ def restore_selection(ok: pd.DataFrame) -> list[str]:
     """The selected keys: from a shared link once, then from the charts / multiselect."""
     ss = st.session_state
     if ids := ss.pop("_selected_ids", None):
-        ss["selected"] = ui.keys_for(ids, ok["key"])
+        ss["selected"] = view_state.keys_for(ids, ok["key"])
     keys = set(ok["key"])
     ss["selected"] = [k for k in ss.get("selected") or [] if k in keys]
     return ss["selected"]
 
 
 def _chart_selected(chart_key: str, keys: tuple[str, ...]) -> None:
-    st.session_state["selected"] = ui.selection_keys(st.session_state.get(chart_key), keys)
+    st.session_state["selected"] = tables.selection_keys(st.session_state.get(chart_key), keys)
 
 
 def _baseline_label(ok: pd.DataFrame) -> str:
-    base = ui.baseline(ok)
+    base = tables.baseline(ok)
     return str(base["label"]) if base is not None else ""
 
 
@@ -352,7 +356,7 @@ def selection_details(ok: pd.DataFrame) -> None:
     )
     if picked:
         st.dataframe(
-            ui.versus_baseline(ok, picked),
+            tables.versus_baseline(ok, picked),
             hide_index=True,
             width="stretch",
             column_config=COLUMNS
@@ -368,12 +372,12 @@ def selection_details(ok: pd.DataFrame) -> None:
 
 def measurement_note(run: dict, ok: pd.DataFrame) -> None:
     """How far the figures can be trusted: test-split size, where latency was measured."""
-    if note := ui.measurement_note(run, ok):
+    if note := run_view.measurement_note(run, ok):
         st.caption(note)
 
 
 def flag_summary(ok: pd.DataFrame) -> None:
-    flags = ui.flags(ok)
+    flags = tables.flags(ok)
     slower, bigger = int(flags["slower"].sum()), int(flags["not_smaller"].sum())
     if slower or bigger:
         parts = [
@@ -403,14 +407,14 @@ def all_configs(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
 
 def config_table(ok: pd.DataFrame, rec: fr.Recommendation, run_id: int) -> None:
     """Every config, sortable, with a CSV download of the full rows."""
-    table = ui.config_table(ok, rec)
+    table = tables.config_table(ok, rec)
     order = [c for c in table.columns if c != "key"]
     st.dataframe(
         table, hide_index=True, width="stretch", column_order=order, column_config=COLUMNS
     )
     st.download_button(
         "Download CSV",
-        ui.csv_table(ok, rec).to_csv(index=False),
+        tables.csv_table(ok, rec).to_csv(index=False),
         file_name=f"run-{run_id}.csv",
         mime="text/csv",
         icon=":material/table:",
