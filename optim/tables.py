@@ -54,6 +54,7 @@ def failed_table(failed: pd.DataFrame) -> pd.DataFrame:
 
 
 def baseline(ok: pd.DataFrame) -> pd.Series | None:
+    """The baseline row of the measured rows ``ok`` (:func:`split_rows`), None if they lack one."""
     i = fr.baseline_index(ok)
     return None if i is None else ok.iloc[i]
 
