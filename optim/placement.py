@@ -287,8 +287,23 @@ class _Search:
             calibrations=cals, profile=profile,
         )  # fmt: skip
 
+    def _builds(self, s: Setting) -> bool:
+        """Whether ONNX Runtime's quantizer writes setting ``s`` for this graph, the file
+        quantizes something and ORT loads it (ORT 1.32's QOperator MatMul raises on some graphs
+        and writes an int32 bias into QLinearAdd on others: such settings are out)."""
+        import onnxruntime as ort
+
+        try:
+            path = self.q.build(s)
+            if not quantizes(path):
+                return False
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # it loads
+        except Exception:  # noqa: BLE001 - ORT's quantizer or loader refused: not a candidate
+            return False
+        return True
+
     def pick_setting(self) -> tuple[Setting, list[dict]]:
-        cands = [s for s in candidate_settings(self.cpu) if quantizes(self.q.build(s))]
+        cands = [s for s in candidate_settings(self.cpu) if self._builds(s)]
         if not cands:
             raise ValueError("int8 auto: ONNX Runtime quantized no node of the graph")
         files = {s.label: self.q.build(s) for s in cands}

@@ -74,7 +74,10 @@ def test_every_technique_rows_or_reason(name, tmp_path_factory, fresh_store):
         assert row.size_bytes == os.path.getsize(f"{row.artifact}/model.onnx")
         # the config changed a weight: what is stored differs from the baseline's fp32
         assert row.storage != base.storage or row.precision != base.precision, row.label
-        if row.bits and row.bits < 32:
+        # int8 auto keeps fp32 where int8 measured no faster on this machine, and says so:
+        # whether it does depends on the CPU and its load, so both outcomes must be honest
+        all_fp32 = "no int8 placement was faster than fp32" in (row.precision or "")
+        if row.bits and row.bits < 32 and not all_fp32:
             assert any(w["container"] != "fp32" for w in row.storage["widths"]), (
                 row.label,
                 row.stored,

@@ -66,4 +66,6 @@ def int8_fallback(graph: Graph, cfg: Int8Fallback, ctx: Context) -> Graph:
         f"{' (' + names + ')' if names else ''}; calib accuracy {100 * acc:.1f} % vs floor "
         f"{100 * curve.target:.1f} %{' (met)' if meets else ' (not met)'}"
     )
+    if not placement.faster:  # the start of the curve: what int8 auto found on this CPU
+        note += "; no int8 placement was faster than fp32 on this CPU"
     return Graph(model, {}, precision=note)
