@@ -100,7 +100,7 @@ def weight_initializers(model: onnx.ModelProto, subgraphs: bool = True) -> dict[
     """
     inits = {t.name: t for t in model.graph.initializer}
     out: dict[str, int] = {}
-    nodes = _all_nodes(model.graph) if subgraphs else model.graph.node
+    nodes = all_nodes(model.graph) if subgraphs else model.graph.node
     for node in nodes:  # layers inside If/Loop branches read the outer graph's weights
         if node.op_type == "Conv" and node.input[1] in inits:
             out[node.input[1]] = 0
@@ -116,13 +116,13 @@ def weight_initializers(model: onnx.ModelProto, subgraphs: bool = True) -> dict[
     }
 
 
-def _all_nodes(graph: onnx.GraphProto):
+def all_nodes(graph: onnx.GraphProto):
     """Every node of ``graph`` and of its subgraphs (If branches, Loop bodies), depth first."""
     for node in graph.node:
         yield node
         for a in node.attribute:
             for sub in [a.g] if a.HasField("g") else list(a.graphs):
-                yield from _all_nodes(sub)
+                yield from all_nodes(sub)
 
 
 def weights_or_refuse(model: onnx.ModelProto, what: str) -> dict[str, int]:

@@ -25,7 +25,7 @@ import onnx
 
 from optim import measure, metrics
 from optim import plan as plans
-from optim.artifact import Graph, export_onnx, write_artifact
+from optim.artifact import Graph, all_nodes, export_onnx, write_artifact
 from optim.rows import Row, plan_fields
 from optim.sources import ModelSource, get_source, source_spec
 
@@ -227,7 +227,9 @@ def evaluate(
     test = source.splits["test"]
     outputs = measure.predict(sess, test.x, output=source.output)
     fused = nbits_fused(onnx.load(shipped))  # the file as written: low-bit initializers
-    qdq = fused > 0 or any(n.op_type in INT8_ACTIVATIONS for n in graph.model.graph.node)
+    qdq = fused > 0 or any(  # subgraphs too: an If branch may hold the quantized nodes
+        n.op_type in INT8_ACTIVATIONS for n in all_nodes(graph.model.graph)
+    )
     if fused:  # what really executes, with stock ONNX Runtime's default session options
         graph = replace(
             graph,
