@@ -237,8 +237,9 @@ def evaluate(
             "Runtime into MatMulNBits (int4 weights, int8 activations)",
         )
     measure.check_optimizations(
-        shipped, test.x, outputs, int8_activations=qdq, output=source.output
-    )
+        shipped, test.x, outputs, int8_activations=qdq, output=source.output,
+        reference=baseline_out,
+    )  # fmt: skip
     scores = metrics.score(outputs, baseline_out, test.y, source.metric, settings.seed)
     rss, _ = measure.run_alone(shipped, source.example)
     row = Row(

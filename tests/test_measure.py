@@ -96,6 +96,13 @@ def test_a_file_the_optimizer_would_change_is_refused(tmp_path):
     measure.check_optimizations(path, x, good)  # agrees with itself unoptimized
     with pytest.raises(ValueError, match="default optimizations change the outputs"):
         measure.check_optimizations(path, x, good + 1.0)
+    # int8 activations: a difference below the file's own distance from the fp32 reference
+    # is quantization, not a broken fusion; one far beyond it is refused
+    scale = float(np.ptp(good))
+    off = good + 0.2 * scale
+    measure.check_optimizations(path, x, off, int8_activations=True, reference=good + 0.3 * scale)
+    with pytest.raises(ValueError, match="default optimizations change the outputs"):
+        measure.check_optimizations(path, x, off, int8_activations=True, reference=good)
 
 
 def test_missing_graph_ids_never_count_as_the_baselines_graph(tmp_path):
