@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import onnx
@@ -153,9 +153,10 @@ def fallback_plans(
 
     source = get_source(source) if isinstance(source, str) else source
     graph, _ = build(source, ())
-    cfg = Int8Fallback(floor=floor, rounds=budget.rounds, seconds=budget.seconds)
+    cfg = Int8Fallback(floor=floor, rounds=budget.rounds, seconds=budget.seconds,
+                       passes=budget.passes)  # fmt: skip
     _, _, got = measured(graph, Context(source, cpu=measure.cpu_info()), floor, budget)
-    return [(Int8Fallback(floor, k, cfg.rounds, cfg.seconds),) for k in range(len(got.accuracy))]
+    return [(replace(cfg, step=k),) for k in range(len(got.accuracy))]
 
 
 def _reference(q: Int8Quantizer, calib) -> tuple[np.ndarray, np.ndarray]:

@@ -115,16 +115,20 @@ class Placement:
 @dataclass(frozen=True)
 class Budget:
     """How long the search times each candidate: ``rounds`` interleaved rounds, ``seconds`` of
-    calls per file in all (the confirmation uses twice both)."""
+    calls per file in all (the confirmation uses twice both); and how far it goes: at most
+    ``passes`` of backward elimination (each builds one file per int8 group left)."""
 
     rounds: int = 6
     seconds: float = 0.3
+    passes: int = 64
 
     def __post_init__(self) -> None:
         if not 2 <= self.rounds <= 50:
             raise ValueError(f"`2 <= rounds <= 50` must hold, but got rounds={self.rounds}")
         if not 0 < self.seconds <= 10:
             raise ValueError(f"`0 < seconds <= 10` must hold, but got seconds={self.seconds}")
+        if not 1 <= self.passes <= 1000:
+            raise ValueError(f"`1 <= passes <= 1000` must hold, but got passes={self.passes}")
 
 
 def rounds_field():
@@ -138,6 +142,13 @@ def seconds_field():
     """The ``seconds`` field of a config that runs the search (see :func:`rounds_field`)."""
     return field(default=Budget.seconds, metadata={
         "help": "int8 placement: seconds of calls per file per step", "range": (0.01, 10.0)})  # fmt: skip
+
+
+def passes_field():
+    """The ``passes`` field of a config that runs the search (see :func:`rounds_field`)."""
+    return field(default=Budget.passes, metadata={
+        "help": "int8 placement: at most this many elimination passes (each builds one file "
+                "per int8 group left)", "range": (1, 1000)})  # fmt: skip
 
 
 DEFAULT_BUDGET = Budget()
@@ -325,7 +336,7 @@ class _Search:
         step 2b, on point estimates, from ``kept``)."""
         kept, fp32, records = list(kept or groups), fp32 or {}, []
         best: tuple[float, list[str]] | None = None  # fastest placement with any int8 in it
-        for r in range(len(groups)):
+        for r in range(min(len(groups), self.budget.passes)):
             excl = [n for g in groups if g not in kept for n in groups[g]]
             files = {"current": self.q.build(setting, excl), "fp32": self.q.fp32}
             if not quantizes(files["current"]):  # only groups ORT leaves in fp32 alone remain

@@ -24,8 +24,9 @@ from tests.corpus import CORPUS
 
 pytestmark = pytest.mark.slow
 
-QUICK = {"Int8Auto": Int8Auto(rounds=2, seconds=0.02),  # the placement search's logic only
-         "Int8Fallback": Int8Fallback(rounds=2, seconds=0.02)}  # fmt: skip
+# the placement search's logic only (tests/test_placement.py follows a search to its end)
+QUICK = {"Int8Auto": Int8Auto(rounds=2, seconds=0.02, passes=1),
+         "Int8Fallback": Int8Fallback(rounds=2, seconds=0.02, passes=1)}  # fmt: skip
 TECHNIQUES = [QUICK.get(n) or plans.REGISTRY[n].config() for n in sorted(plans.REGISTRY)]
 TABLE: dict[str, dict[str, str]] = {}
 

@@ -29,6 +29,7 @@ class Int8Auto:
     )
     rounds: int = placements.rounds_field()
     seconds: float = placements.seconds_field()
+    passes: int = placements.passes_field()
 
     def __post_init__(self) -> None:
         if self.calibration not in ("auto", *CALIBRATIONS):
@@ -36,11 +37,11 @@ class Int8Auto:
                 f"`calibration` must be one of {('auto', *CALIBRATIONS)}, but got "
                 f"{self.calibration!r}"
             )
-        placements.Budget(self.rounds, self.seconds)  # the search budget's rules
+        placements.Budget(self.rounds, self.seconds, self.passes)  # the search budget's rules
 
     @property
     def budget(self) -> placements.Budget:
-        return placements.Budget(self.rounds, self.seconds)
+        return placements.Budget(self.rounds, self.seconds, self.passes)
 
     @property
     def label(self) -> str:

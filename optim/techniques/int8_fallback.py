@@ -29,13 +29,14 @@ class Int8Fallback:
     )
     rounds: int = placements.rounds_field()
     seconds: float = placements.seconds_field()
+    passes: int = placements.passes_field()
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.floor <= 1.0:
             raise ValueError(f"`0.5 <= floor <= 1` must hold, but got floor={self.floor}")
         if not 0 <= self.step <= 10000:
             raise ValueError(f"`0 <= step <= 10000` must hold, but got step={self.step}")
-        placements.Budget(self.rounds, self.seconds)  # the search budget's rules
+        placements.Budget(self.rounds, self.seconds, self.passes)  # the search budget's rules
 
     @property
     def label(self) -> str:
@@ -44,7 +45,7 @@ class Int8Fallback:
 
 @technique(Int8Fallback, stage="graph", family="int8", final=True, needs=("weights", "toplevel"))
 def int8_fallback(graph: Graph, cfg: Int8Fallback, ctx: Context) -> Graph:
-    budget = placements.Budget(cfg.rounds, cfg.seconds)
+    budget = placements.Budget(cfg.rounds, cfg.seconds, cfg.passes)
     placement, q, curve = fallbacks.measured(graph, ctx, cfg.floor, budget, steps=cfg.step > 0)
     if cfg.step >= len(curve.accuracy):
         raise ValueError(
