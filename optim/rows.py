@@ -13,19 +13,6 @@ from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-import onnx
-from onnx import TensorProto, numpy_helper
-
-# element type -> (storage bits, name)
-_WIDTHS = {
-    TensorProto.INT2: (2, "INT2"), TensorProto.UINT2: (2, "UINT2"),
-    TensorProto.INT4: (4, "INT4"), TensorProto.UINT4: (4, "UINT4"),
-    TensorProto.INT8: (8, "INT8"), TensorProto.UINT8: (8, "UINT8"),
-    TensorProto.FLOAT16: (16, "fp16"), TensorProto.FLOAT: (32, "fp32"),
-    TensorProto.INT32: (32, "INT32"),
-}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Width:
@@ -72,71 +59,6 @@ class Stored:
     @classmethod
     def from_json(cls, d: dict) -> Stored:
         return cls(tuple(Width(**w) for w in d["widths"]), d["sparsity"], d["params"])
-
-
-def stored_of(model: onnx.ModelProto, levels: dict[str, int] | None = None) -> Stored:
-    """Read how ``model`` stores its parameters from its initializers (dense and sparse).
-
-    Scales and zero points of (de)quantization nodes and integer shape tensors are not counted;
-    a MatMulNBits weight counts as ``K * N`` parameters at its ``bits``. ``levels`` names
-    initializers whose codes use fewer levels than their storage (3-bit codes in INT4).
-    """
-    levels = levels or {}
-    aux, nbits = set(), {}
-    for node in model.graph.node:
-        if node.op_type in ("DequantizeLinear", "QuantizeLinear"):
-            aux.update(node.input[1:])
-        elif node.op_type == "MatMulNBits":
-            aux.update(node.input[2:])
-            a = {x.name: x.i for x in node.attribute}
-            nbits[node.input[1]] = (a.get("bits", 4), a["K"] * a["N"])
-    zps = _zero_points(model)
-    tensors = [(t, None) for t in model.graph.initializer]
-    tensors += [(s.values, tuple(s.dims)) for s in model.graph.sparse_initializer]
-    counts: dict[tuple[int, str], int] = {}
-    zeros = weights = 0
-    for t, sparse_shape in tensors:
-        if t.name in aux or t.data_type == TensorProto.INT64:
-            continue
-        if t.name in nbits:
-            bits, n = nbits[t.name]
-            counts[bits, "MatMulNBits"] = counts.get((bits, "MatMulNBits"), 0) + n
-            weights += n
-            continue
-        if t.data_type not in _WIDTHS:
-            continue
-        box, name = _WIDTHS[t.data_type]
-        shape = sparse_shape or tuple(t.dims)
-        n = int(np.prod(shape, dtype=np.int64))
-        key = (levels.get(t.name, box), name)
-        counts[key] = counts.get(key, 0) + n
-        if len(shape) >= 2:
-            values = numpy_helper.to_array(t).astype(np.float64)
-            nonzero = np.count_nonzero(values - zps.get(t.name, 0))
-            zeros += n - (nonzero if sparse_shape is None else np.count_nonzero(values))
-            weights += n
-    total = sum(counts.values())
-    widths = sorted(
-        (Width(b, c, n / total) for (b, c), n in counts.items()), key=lambda w: -w.share
-    )
-    return Stored(tuple(widths), zeros / weights if weights else 0.0, total)
-
-
-def _zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Quantized initializer -> its zero point (broadcast along the node's axis), so that a
-    pruned weight stored as its zero point counts as a zero."""
-    inits = {t.name: t for t in model.graph.initializer}
-    out = {}
-    for node in model.graph.node:
-        zp_name = node.input[2] if len(node.input) > 2 else ""
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits and zp_name in inits:
-            zp = numpy_helper.to_array(inits[zp_name]).astype(np.float64)
-            if zp.ndim == 1:
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-                rank = len(inits[node.input[0]].dims)
-                zp = zp.reshape([-1 if i == axis % rank else 1 for i in range(rank)])
-            out[node.input[0]] = zp
-    return out
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optim import measure
-from optim.artifact import Encoding, Graph, to_onnx, write_artifact
+from optim.artifact import Encoding, Graph, stored_of, to_onnx, write_artifact
 from optim.build import build
-from optim.rows import Stored, Width, stored_of
+from optim.rows import Stored, Width
 from optim.sources import sample_source
 from optim.techniques import Int8, Prune, Quantize
 from optim.techniques.quantize import quantize_array
