@@ -301,6 +301,7 @@ class Store:
         """Replace stored rows by key (one transaction): the timing phase adds latency."""
         by_key = {r.key: r for r in rows}
         with self._writing() as s:
+            self._get(s, run_id).updated = _now()  # readers keyed on it reload the rows
             for res in s.scalars(select(Result).where(Result.run_id == run_id)):
                 if (row := by_key.get(res.key)) is not None:
                     res.row = _jsonable(row.to_dict())
@@ -323,6 +324,17 @@ class Store:
             return set()
         with Session(self.engine) as s:
             return set(s.scalars(select(Result.key).where(Result.run_id == run_id)))
+
+    @_retrying
+    def results_stamp(self, run_id: int) -> tuple[int, int | None, float | None]:
+        """(rows, highest row id, sum of their p50s) of the run: a cheap stamp that changes when
+        a row is added or timed, so a reader can keep :meth:`results` until it does."""
+        from sqlalchemy import func
+
+        with Session(self.engine) as s:
+            q = select(func.count(), func.max(Result.id), func.sum(Result.latency_p50_ms))
+            n, last, p50s = s.execute(q.where(Result.run_id == run_id)).one()
+        return int(n), last, p50s
 
     @_retrying
     def results(self, run_id: int) -> pd.DataFrame:

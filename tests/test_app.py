@@ -6,6 +6,7 @@ from its rows to stage faults (a failed run, a dead worker). No mocks.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -170,6 +172,29 @@ def test_every_page_renders_a_finished_run(store, run_id, page):
 
 
 # ------------------------------------------------------------------ floor, budgets, links
+
+
+def test_a_finished_runs_rows_are_reread_when_they_change(store, run_id):
+    """The page keeps a finished run's rows between reruns, and reads them again when a row
+    is added or re-timed (a resume, another writer): never a stale figure."""
+
+    def configs(at: AppTest) -> str:
+        return next(e.label for e in at.expander if "config" in e.label and "All" in e.label)
+
+    def latencies(at: AppTest) -> set[float]:
+        xs = [t["x"] for t in figure(at, 1)["data"] if isinstance(t.get("x"), dict)]
+        return {round(float(v), 3) for x in xs for v in np.frombuffer(
+            base64.b64decode(x["bdata"]), dtype=x["dtype"])}  # fmt: skip
+
+    new = staged_run(store, run_id, "done")
+    assert configs(healthy(app(page="tradeoffs", run=new))).startswith("All 1 config")
+    for row in store.rows(run_id)[1:3]:
+        store.add_result(new, [], row)
+    at = healthy(app(page="tradeoffs", run=new))
+    assert configs(at).startswith("All 3 configs") and 123.0 not in latencies(at)
+    store.update_rows(new, [replace(r, latency_p50_ms=123.0) for r in store.rows(new)])
+    assert 123.0 in latencies(healthy(app(page="tradeoffs", run=new)))
+    store.delete_run(new)  # the fixture run stays the newest
 
 
 def test_floor_slider_moves_the_floor_line_and_the_recommendation(store, run_id, rows):

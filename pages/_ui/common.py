@@ -261,8 +261,23 @@ def current() -> Current | None:
     except ValueError:
         st.warning(f"Run #{run_id} does not exist any more (it may have been deleted).")
         return None
-    ok, failed = tables.split_rows(store().results(int(run_id)))
-    return Current(run, run_state(run), ok, failed)
+    return Current(run, run_state(run), *_rows(run))
+
+
+def _rows(run: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measured, failed) rows of ``run``. A finished run's are read once per change of its
+    stamp (rows, their timing, its last update) and shared: 10,000 rows take ~1 s to read and
+    decode, which a floor move must not pay. Callers get shallow copies (copy-on-write)."""
+    if run_state(run) in LIVE:  # rows arrive: read them fresh
+        return tables.split_rows(store().results(int(run["id"])))
+    stamp = (run["status"], str(run["updated"]), *store().results_stamp(int(run["id"])))
+    ok, failed = _finished_rows(db_url(), int(run["id"]), stamp)
+    return ok.copy(deep=False), failed.copy(deep=False)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _finished_rows(url: str, run_id: int, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return tables.split_rows(_store(url).results(run_id))
 
 
 def _resume(run_id: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -309,7 +310,8 @@ def tradeoff_charts(
         marks = {"recommended": rec.headline.config or "", "baseline": _baseline_label(ok)}
         if not common.present():  # presentation mode hides the developer widgets
             with column:
-                png_button(charts.deck_figure(fig, title, marks), f"{name}.png", key=f"png_{x}")
+                deck = functools.partial(charts.deck_figure, fig, title, marks)  # when clicked
+                png_button(deck, f"{name}.png", key=f"png_{x}")
 
 
 def fit_height(fig: go.Figure, plot: int = 300, width: int = 480) -> int:
@@ -323,14 +325,17 @@ def fit_height(fig: go.Figure, plot: int = 300, width: int = 480) -> int:
     return plot + 125 + 28 * rows  # + title margin, ticks, axis title, legend title
 
 
-def png_button(fig: go.Figure, file_name: str, key: str) -> None:
-    """Download the figure as a PNG; kaleido renders it only when clicked (~2 s)."""
+def png_button(fig: go.Figure | Callable[[], go.Figure], file_name: str, key: str) -> None:
+    """Download the figure as a PNG; kaleido renders it only when clicked (~2 s). ``fig`` may
+    be a function that builds the figure then (a deck figure copies every point: ~80 ms for
+    10,000 rows, too much for every floor move)."""
 
     def render() -> bytes:
         import plotly.io as pio
 
         pio.defaults.mathjax = None  # kaleido must not reach for a CDN (imports kaleido: here)
-        return fig.to_image(format="png", width=1200, height=650, scale=2)
+        figure = fig() if callable(fig) else fig
+        return figure.to_image(format="png", width=1200, height=650, scale=2)
 
     st.download_button(
         "Download PNG",
