@@ -15,7 +15,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
 set +e
-.venv/bin/python -m pytest "$@"
+# two workers, each test file on one of them (its module fixtures built once): the suite waits
+# on servers, browsers and worker processes more than it computes (OPTIM_TEST_WORKERS=0: one)
+workers="${OPTIM_TEST_WORKERS:-2}"
+if [ "$workers" = 0 ]; then
+  .venv/bin/python -m pytest "$@"
+else
+  .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+fi
 code=$?
 set -e
 if [ "$code" = 5 ]; then

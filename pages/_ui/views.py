@@ -190,7 +190,7 @@ def constraint_controls(ok: pd.DataFrame) -> fr.Recommendation:
     """Floor slider, absolute / % of baseline, preference and budgets; returns the pick."""
     ss = st.session_state
     base = tables.baseline(ok)
-    floor_col, prefer, size, latency = st.columns([3.4, 1.3, 1.4, 1], gap="medium")
+    floor_col, prefer, size, latency = st.columns([3.0, 1.5, 1.8, 1.1], gap="medium")
     with floor_col:
         floor_controls(
             fr.floor_reference(ok),
