@@ -42,6 +42,9 @@ class Settings:
     min_seconds: float = 0.5  # latency: calls per config in all, over the interleaved rounds
     rounds: int = 20  # latency: interleaved rounds (the bootstrap resamples these)
     executor: str = "local"  # where configs are built: "local" processes or a "ray" cluster
+    # latency scenarios after the timing phase: (threads, batch[, level]) each, threads 0 = all
+    # cores (optim.scenarios); empty = the timing phase only (``threads``, batch 1)
+    scenarios: tuple = ()
 
     @classmethod
     def from_json(cls, d: dict) -> Settings:
@@ -54,6 +57,9 @@ class Settings:
         return cls(**kept)
 
     def __post_init__(self) -> None:
+        from optim.scenarios import check_axes
+
+        object.__setattr__(self, "scenarios", check_axes(self.scenarios))  # JSON lists too
         cores = os.cpu_count() or 1  # more threads or workers than cores only add noise
         if not 1 <= self.threads <= cores:
             raise ValueError(
@@ -274,8 +280,10 @@ def time_rows(
         seed=settings.seed, graph_ids={r.key: r.graph_id for r in ok}, progress=progress,
     )  # fmt: skip
     here = measure.machine("timed")  # every latency of the run comes from this one machine
-    return [replace(r, **latency_fields(timings[r.key]), extra={**r.extra, **here})
-            if r.key in timings else r for r in rows]  # fmt: skip
+    what = measure.session_text(settings.threads)  # the session settings that timed them
+    return [replace(r, **latency_fields(timings[r.key]), session=what,
+                    extra={**r.extra, **here}) if r.key in timings else r
+            for r in rows]  # fmt: skip
 
 
 def latency_fields(t: measure.Timing) -> dict:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from optim import frontier as fr
 from optim import plan as plans
-from optim import runs
+from optim import runs, scenario_runs, scenarios
 from optim import sweep as sw
 from optim.artifact import write_atomic
 from optim.build import EXECUTORS, Settings
@@ -125,6 +125,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--rounds", type=int, default=20,
                    help="interleaved timing rounds (every config, the baseline in each)")  # fmt: skip
+    _scenarios_arg(s)
     s.add_argument("--resume", type=int, metavar="RUN",
                    help="finish an interrupted run of any kind (failed configs of the "
                    "environment are built again)")  # fmt: skip
@@ -138,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     se.add_argument("--resume", type=int, metavar="RUN", help="continue a search run")
     _executor_arg(se)
+    _scenarios_arg(se)
     sn = sub.add_parser("sensitivity", help="accuracy drop when one layer at a time is changed")
     sn.add_argument("--model", required=True)
     sn.add_argument("--bits", type=_ints, default=[2, 3, 4, 8])
@@ -165,6 +167,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--on", choices=tuple(fr.FLOOR_ON), default="accuracy",
                     help="what the floor applies to: the mean or the worst class's accuracy")  # fmt: skip
     rp.add_argument("--out", type=Path, required=True, help="report.html or report.pdf")
+    for cp in (f, rp):
+        cp.add_argument("--scenario", help="answer for this latency scenario of the run: its "
+                       "label (\"2 threads, batch 8\") or THREADSxBATCH[:LEVEL] (2x8)")  # fmt: skip
     b = sub.add_parser("build", help="build and measure one plan (the plan of a JSON recipe)")
     b.add_argument("--model", required=True)
     b.add_argument("--plan", required=True, help="plan JSON, or @recipe.json")
@@ -198,6 +203,8 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
         "executed": ok["precision"],
         "pareto": pareto_flags(ok),
     })  # fmt: skip
+    if "batch" in ok and (ok["batch"] > 1).any():  # a batched scenario: throughput too
+        out.insert(5, "items/s", [scenario_runs.throughput_text(r) for r in ok.to_dict("records")])
     return out
 
 
@@ -276,6 +283,7 @@ def _cmd_sweep(args, out) -> int:
     else:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
+        measured_at = _scenarios(args)  # refused before anything is built
         grid = [_read_plan(text) for text in args.plan]
         axes = (args.bits, args.sparsity, args.distill or None, args.keep_8bit or None)
         if not grid or any(a is not None for a in axes):
@@ -288,6 +296,7 @@ def _cmd_sweep(args, out) -> int:
         settings = Settings(
             threads=args.threads, seed=args.seed, jobs=args.jobs, rounds=args.rounds,
             executor=args.executor or "local",
+            scenarios=measured_at,
         )  # fmt: skip
         if args.out is not None:
             _check_writable(args.out)
@@ -300,6 +309,20 @@ def _cmd_sweep(args, out) -> int:
         write_atomic(args.out, csv.to_csv(index=False).encode())
         print(f"wrote {args.out}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _scenarios_arg(parser) -> None:
+    parser.add_argument(
+        "--scenarios", metavar="TxB,...",
+        help="latency scenarios timed after the run's own timing, each file built once: "
+        "THREADSxBATCH[:LEVEL] entries, e.g. 1x1,2x8,0x32 (threads 0 = all cores; LEVEL: ORT "
+        "graph optimizations all, extended, basic, disabled)",
+    )  # fmt: skip
+
+
+def _scenarios(args) -> tuple:
+    """``--scenarios`` as :class:`optim.build.Settings` axes (ValueError for a bad entry)."""
+    return scenarios.parse(args.scenarios) if args.scenarios else ()
 
 
 def _executor_arg(parser) -> None:
@@ -391,7 +414,8 @@ def _cmd_search(args, out) -> int:
         if not args.model:
             raise ValueError("`--model` is required unless `--resume RUN` is given")
         opts = {"trials": 30 if args.trials is None else args.trials, "seed": args.seed}
-        settings = Settings(threads=args.threads, executor=args.executor or "local")
+        settings = Settings(threads=args.threads, executor=args.executor or "local",
+                            scenarios=_scenarios(args))  # fmt: skip
         run_id = runs.create(store, args.model, settings=settings, search=opts)
     result = _execute(store, run_id, "trial", trials=args.trials, timeout_s=args.timeout,
                       **_executor(args))  # fmt: skip
@@ -485,8 +509,26 @@ def _cmd_techniques(args, out) -> None:
         print(f"  example: --plan '{example}'", file=out)
 
 
+def _in_scenario(df: pd.DataFrame, args) -> pd.DataFrame:
+    """``df`` for ``--scenario`` (the run's own timing without it)."""
+    return scenario_runs.for_scenario(df, args.scenario) if args.scenario else df
+
+
+def _print_flips(df: pd.DataFrame, out) -> None:
+    """The run's scenarios, and the configs whose verdict flips between them."""
+    names = scenario_runs.labels(df)
+    if len(names) < 2:
+        return
+    print(f"scenarios: {'; '.join(names)}", file=out)
+    lines = scenario_runs.flip_lines(df)
+    print("verdict flips between scenarios:" if lines else "no verdict flips between scenarios",
+          file=out)  # fmt: skip
+    for line in lines:
+        print(f"  {line}", file=out)
+
+
 def _cmd_frontier(args, out) -> None:
-    df = _ok_rows(Store().results(args.run), args.run)
+    df = _in_scenario(_ok_rows(Store().results(args.run), args.run), args)
     cons = fr.Constraints(
         floor=args.floor,
         relative=args.relative,
@@ -496,7 +538,10 @@ def _cmd_frontier(args, out) -> None:
     )  # a budget of 0 is refused by Constraints, not silently ignored
     rec = fr.recommend(df, cons)
     front = df[fr.frontier(df)]
+    if "scenario" in df:
+        print(f"latency measured at {df['scenario'].iloc[0]}", file=out)
     print(table(front).drop(columns=["pareto"]).to_string(index=False), file=out)
+    _print_flips(df, out)
     if rec.key is None:
         rel = " (relative to baseline)" if args.relative else ""
         raise ValueError(f"nothing meets --floor {args.floor}{rel}: {rec.message}")
@@ -517,7 +562,8 @@ def _cmd_report(args, out) -> None:
     )
     store = Store()
     run = store.run(args.run)
-    rep = report.build_report(run, tables.split_rows(store.results(args.run))[0], cons)
+    ok = tables.split_rows(store.results(args.run))[0]
+    rep = report.build_report(run, _in_scenario(ok, args), cons)
     try:
         n = report.write_report(path, rep)
     except RuntimeError as e:  # chromium failed: one line, like every other refusal

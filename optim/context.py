@@ -134,6 +134,18 @@ class Context:
         )
         self.report(len(rows), len(rows), None)
 
+    def time_scenarios(self) -> None:
+        """Time every file again in each of the run's latency scenarios (after
+        :meth:`time_all`; :func:`optim.scenario_runs.time_run`): each scenario is stored once
+        timed, and one a resumed run already holds for all its rows is not timed again."""
+        from optim import scenario_runs
+
+        def save(rows: list[Row]) -> None:
+            self.store.update_rows(self.run_id, rows)
+
+        rows = self.store.rows(self.run_id)
+        scenario_runs.time_run(rows, self.settings, self.source.splits["test"].x, save)
+
     def study(self, name: str, **kwargs):
         """The run's Optuna study in the run store's database, created or loaded; a trial left
         RUNNING by a killed driver (this one holds the run's lease now) is failed, and queued

@@ -63,15 +63,45 @@ def machine(role: str) -> dict[str, str]:
     return {f"{role}_on": socket.gethostname(), f"{role}_cpu": f"{cpu['model']} ({flags})"}
 
 
-def session(model: bytes | str | Path, threads: int = 1) -> ort.InferenceSession:
-    """An ORT CPU session with ``threads`` intra-op threads (1 inter-op thread, sequential)."""
+# ORT's graph optimization levels by the name a row records ("all": what every figure uses)
+LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+
+def check_level(level: str) -> None:
+    """Raise ValueError unless ``level`` names one of :data:`LEVELS`."""
+    if level not in LEVELS:
+        raise ValueError(f"`level` must be one of {tuple(LEVELS)}, but got level={level!r}")
+
+
+def session_text(threads: int, level: str = "all") -> str:
+    """The ORT session settings a latency was measured with, as a row records them.
+
+    Example:
+        >>> session_text(2)
+        'ORT graph optimizations: all; 2 intra-op threads, 1 inter-op, sequential'
+    """
+    return (f"ORT graph optimizations: {level}; {threads} intra-op thread{'s' * (threads > 1)}, "
+            "1 inter-op, sequential")  # fmt: skip
+
+
+def session(
+    model: bytes | str | Path, threads: int = 1, level: str = "all"
+) -> ort.InferenceSession:
+    """An ORT CPU session with ``threads`` intra-op threads (1 inter-op thread, sequential) and
+    graph optimizations at ``level`` (:data:`LEVELS`)."""
     if threads < 1:
         raise ValueError(f"`threads >= 1` must hold, but got threads={threads}")
+    check_level(level)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = LEVELS[level]
     opts.log_severity_level = 3
     src = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
@@ -431,6 +461,7 @@ def time_interleaved(
     seed: int = 0,
     graph_ids: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    level: str = "all",
 ) -> dict[str, Timing]:
     """Time every file in ``files`` against the others under the same conditions.
 
@@ -438,7 +469,8 @@ def time_interleaved(
     order, each for a burst of single calls, so drift of the machine hits all configs alike;
     each config gets at least ``min_seconds`` of calls overall. Speed-ups are paired per round.
     A config is called faster or slower only when the 95 % interval of its speed-up excludes 1,
-    and never when it executes the baseline's graph (same ``graph_ids``).
+    and never when it executes the baseline's graph (same ``graph_ids``). Sessions optimize
+    the graphs at ``level`` (:data:`LEVELS`; ``"all"``, as every row's figures).
 
     Example:
         >>> t = time_interleaved({"base": a, "int8": b}, x, baseline="base")  # doctest: +SKIP
@@ -449,7 +481,7 @@ def time_interleaved(
         raise ValueError(f"the baseline {baseline!r} must be one of the timed files")
     if rounds < 2:
         raise ValueError(f"`rounds >= 2` must hold, but got rounds={rounds}")
-    sessions = {k: session(Path(f), threads) for k, f in files.items()}
+    sessions = {k: session(Path(f), threads, level) for k, f in files.items()}
     feeds = {k: feed(s, example) for k, s in sessions.items()}
     calls = {}
     for k, s in sessions.items():  # warm up, then size each burst from a rough call time
@@ -466,7 +498,7 @@ def time_interleaved(
     blocks = block_count(rounds)
     for r, order in enumerate(schedule(keys, rounds, rng)):
         if r and r % (rounds // blocks) == 0:  # a new block: every config gets a new session
-            sessions = {k: session(Path(f), threads) for k, f in files.items()}
+            sessions = {k: session(Path(f), threads, level) for k, f in files.items()}
             for k in keys:
                 for _ in range(3):
                     sessions[k].run(None, feeds[k])

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from optim import frontier as fr
-from optim import run_view
+from optim import run_view, scenario_runs
 from optim.artifact import write_atomic
 
 SUFFIXES = (".html", ".pdf")
@@ -223,10 +223,12 @@ def measurement_facts(run: dict, ok: pd.DataFrame) -> dict[str, str]:
     flags = ", ".join(cpu.get("flags") or []) or "no AVX2/AVX-512/VNNI"
     backend = base.get("backend") or f"onnxruntime {env.get('onnxruntime', '?')}"
     created = str(run.get("created", ""))[:19]
+    scenario, session = scenario_runs.timed_at(ok, int(settings.get("threads", 1)))
     return {
         "Run": f"#{run.get('id')} · {run.get('model')} · {run.get('status')} · created {created}",
         "CPU": f"{cpu.get('model', 'CPU')}, {cpu.get('cores', '?')} cores; {flags}",
-        "Runtime": f"{backend}, batch 1, {settings.get('threads', 1)} thread(s)",
+        "Runtime": f"{backend}; {session}",
+        "Latency measured at": scenario + _other_scenarios(ok),
         "Timing": f"{settings.get('rounds', '?')} interleaved rounds, the baseline in each; "
         "faster or slower only when the speed-up's 95 % CI excludes 1",
         "Metric": f"{METRIC_NAMES.get(metric, metric)} on {tests}; better or worse only "
@@ -234,6 +236,14 @@ def measurement_facts(run: dict, ok: pd.DataFrame) -> dict[str, str]:
         "Calibration split": _calib_size(str(spec.get("model") or run.get("model"))),
         "Configs": f"{len(ok)} measured",
     }
+
+
+def _other_scenarios(ok: pd.DataFrame) -> str:
+    """``"; the run also timed 2 threads, batch 8"`` when it has other scenarios."""
+    here = ok["scenario"].iloc[0] if "scenario" in ok and len(ok) else None
+    here = here or next(iter(scenario_runs.labels(ok)), None)
+    others = [s for s in scenario_runs.labels(ok) if s != here]
+    return f"; the run also timed {'; '.join(others)}" if others else ""
 
 
 def _calib_size(model: str) -> str:

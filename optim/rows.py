@@ -114,6 +114,7 @@ class Row:
     params: int | None = None
     flops: float | None = None  # counted on the torch model (None for ONNX sources)
     threads: int | None = None
+    session: str | None = None  # the ORT session settings that timed it (measure.session_text)
     seconds: float | None = None  # build + accuracy measurement wall time
     measured: str = (
         "accuracy, size, memory and latency measured on model.onnx; flops counted on the "

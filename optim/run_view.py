@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from optim.scenario_runs import timed_at
 from optim.store import run_state
 from optim.tables import baseline
 
@@ -103,9 +104,10 @@ def measurement_note(run: Mapping[str, Any], ok: pd.DataFrame) -> str:
         )
     if cpu:
         flags = ", ".join(cpu.get("flags") or []) or "no AVX2/AVX-512/VNNI"
+        where, session = timed_at(ok, int(settings.get("threads", 1)))
         parts.append(
             f"Latency: ONNX Runtime {env.get('onnxruntime', '?')} on {cpu.get('model', 'CPU')} "
-            f"({flags}), batch 1, {settings.get('threads', 1)} thread(s), every config timed in "
+            f"({flags}), {where} ({session}), every config timed in "
             f"{settings.get('rounds', 20)} interleaved rounds with the baseline in each; faster "
             "or slower only when the speed-up's 95 % interval excludes 1."
         )

@@ -7,7 +7,8 @@ own configs; this module does the rest, once: it refuses bad input before anythi
 holds the run's lease (one driver at a time, with a heartbeat; a dead driver's lease expires),
 keeps the status, measures the baseline first and keeps its predictions (``pred.npy``, written
 atomically and verified on resume), stores every config's row (a failure too, with its kind),
-times every file together at the end, and says what failed. Resuming is executing again: only
+times every file together at the end (then again in each latency scenario of its settings:
+:mod:`optim.scenario_runs`), and says what failed. Resuming is executing again: only
 missing configs and those that failed for the environment (a full disk, a dead worker) are
 built. The CLI and the dashboard both call these functions; ``python -m optim.runs RUN`` is the
 driver process the dashboard launches.
@@ -138,6 +139,7 @@ def execute(
             ctx = Context.start(store, run_id, spec, progress, executor, options)
             module.run(ctx)
             ctx.time_all()
+            ctx.time_scenarios()
             result = outcome(store, run_id)
             store.set_status(run_id, "failed" if result.failed else "done",
                              error=result.sentence if result.failed else None)  # fmt: skip

@@ -85,7 +85,7 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
         if rec is not None and len(rec.feasible) == len(ok)
         else np.zeros(len(ok), bool)
     )
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "config": ok["label"],
             "family": ok["family"],
@@ -111,6 +111,13 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
             "key": ok["key"],
         }
     )
+    if "batch" in ok and (ok["batch"] > 1).any():  # a batched scenario: throughput too
+        table.insert(table.columns.get_loc("speed") + 1, "items/s", _col(ok, "items_per_s"))
+    if (
+        "session" in ok and ok["session"].notna().any()
+    ):  # what timed it: ORT's graph optimization level and threads
+        table.insert(table.columns.get_loc("executed") + 1, "session", ok["session"])
+    return table
 
 
 def _worst_change(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> float:
@@ -208,7 +215,8 @@ CSV_COLUMNS = {  # the CSV's columns in words: no server paths, no raw JSON keys
     "speedup": "speed-up vs baseline", "speedup_low": "speed-up 95% CI low",
     "speedup_high": "speed-up 95% CI high", "speed_verdict": "speed vs baseline",
     "backend": "backend", "precision": "executed as", "stored": "stored as",
-    "threads": "threads", "params": "parameters", "flops": "FLOPs",
+    "threads": "threads", "session": "ORT session", "scenario": "latency scenario",
+    "batch": "batch", "items_per_s": "items/s", "params": "parameters", "flops": "FLOPs",
     "seconds": "build and measure (s)",
 }  # fmt: skip
 

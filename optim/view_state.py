@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "max_size_mb": None,
     "max_latency_ms": None,
     "prefer": "size",
+    "scenario": None,  # None: the run's own timing (optim.scenario_runs.labels)
     "selected": (),  # short ids (see short_id) of the configs picked on the charts
     "page": "tradeoffs",
     "present": False,
@@ -54,6 +55,12 @@ def _number(text: str, kind: type = float, low: float = -math.inf) -> Any:
     if not math.isfinite(float(value)) or value < low:
         raise ValueError(f"`{low} <= value < inf` must hold, but got value={text!r}")
     return value
+
+
+def _text(text: str) -> str:
+    if not 0 < len(text) <= 100:
+        raise ValueError(f"a text of 1 to 100 characters is expected, but got {len(text)}")
+    return text
 
 
 def parse_params(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
@@ -73,6 +80,7 @@ def parse_params(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
         "max_size_mb": lambda v: _number(v, float, 1e-9),
         "max_latency_ms": lambda v: _number(v, float, 1e-9),
         "prefer": lambda v: {p: p for p in PREFER}[v],
+        "scenario": lambda v: _text(v),
         "selected": lambda v: tuple(s for s in v.split(",") if s),
         "page": lambda v: {p: p for p in PAGES}[v],
         "present": lambda v: _BOOL[v.lower()],

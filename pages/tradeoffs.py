@@ -28,6 +28,7 @@ common.status_banner(cur)
 if common.no_rows(cur):
     st.stop()
 ok = cur.ok.assign(label=cur.ok["label"].map(plain_label)) if present else cur.ok
+ok = views.latency_scenario(ok)  # "Latency measured at", when the run timed more than one
 
 rec = views.constraint_controls(ok)
 views.headline_card(rec, ok)
@@ -35,9 +36,10 @@ selected = views.restore_selection(ok)
 
 views.tradeoff_charts(ok, rec, selected, cur.run["model"])  # accuracy vs size | vs p50 latency
 views.flag_summary(ok)
+views.scenario_flips(ok)  # configs faster in one scenario and not in another
 views.measurement_note(cur.run, ok)
 if not present:
     views.selection_details(ok)
     views.all_configs(ok, rec, cur.id)
     common.failed_expander(cur.failed)
-report_button(cur, rec)  # the one-page decision report, PDF / HTML
+report_button(cur, rec, ok)  # the one-page decision report, PDF / HTML

@@ -108,6 +108,8 @@ def _fails(argv, capsys, match):
             [*SMALL[:3], "--out", "/nonexistent-dir/x.csv"],
             "`--out` must be a file in an existing folder",
         ),
+        ([*SMALL, "--scenarios", "1x1,2y8"], "a scenario must read THREADSxBATCH[:LEVEL]"),
+        ([*SMALL, "--scenarios", "1x0"], "`batch >= 1` must hold, but got batch=0"),
         (["sweep", "--resume", "999"], "run 999 does not exist"),
         (["frontier", "999", "--floor", "0.9"], "run 999 has no results"),
     ],

@@ -115,7 +115,8 @@ def test_the_html_states_the_recommendation_and_how_it_was_measured(store, run_i
     ci = f"{100 * b['acc_low']:.1f}–{100 * b['acc_high']:.1f}"
     assert f"{100 * b['accuracy']:.1f} % ({ci})" in page
     facts = rep.facts
-    assert b["backend"] in facts["Runtime"] and "1 thread(s)" in facts["Runtime"]
+    assert b["backend"] in facts["Runtime"] and "1 intra-op thread" in facts["Runtime"]
+    assert facts["Latency measured at"] == "1 thread, batch 1"  # the run's own timing
     assert facts["CPU"].startswith(store.run(run_id)["env"]["cpu"]["model"])
     assert f"top-1 accuracy on {int(b['n_test'])} held-out test examples" in facts["Metric"]
     assert re.fullmatch(r"\d+ examples \(quantization calibration\)", facts["Calibration split"])

@@ -26,6 +26,7 @@ from optim.store import run_state as _run_state
 WIDGETS = (
     "run",
     "floor",
+    "scenario",
     "relative",
     "worst",
     "max_size_mb",
@@ -75,7 +76,7 @@ def restore_state() -> None:
         state, bad = view_state.parse_params(st.query_params.to_dict())
         for name in ("relative", "worst", "prefer", "present", "max_size_mb", "max_latency_ms"):
             ss.setdefault(name, state.get(name, view_state.DEFAULTS[name]))
-        for name in ("run", "floor"):
+        for name in ("run", "floor", "scenario"):
             if name in state:
                 ss.setdefault(name, state[name])
         ss["_selected_ids"] = state.get("selected", ())

@@ -8,7 +8,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from optim import md, model_view, run_view, runs, sweep, technique_form
+from optim import md, model_view, run_view, runs, scenarios, sweep, technique_form
 from optim import plan as plans
 from optim.estimate import estimate
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
@@ -262,9 +262,33 @@ def settings_form() -> sweep.Settings | None:
         help="Each config is built on a node of the cluster; every latency is still measured "
         "on this machine, after all builds",
     )  # fmt: skip
+    axes = scenario_axes(n or 1)
     if n is None or rounds is None:
         return None
-    return sweep.Settings(threads=n, rounds=rounds, executor="ray" if on_ray else "local")
+    return sweep.Settings(threads=n, rounds=rounds, executor="ray" if on_ray else "local",
+                          scenarios=axes)  # fmt: skip
+
+
+def scenario_axes(threads_now: int) -> tuple:
+    """Optional latency scenarios: thread counts x batch sizes, each file timed again in each
+    after the run's own timing at ``threads_now`` threads (nothing chosen: that timing only)."""
+    threads_col, batch_col = st.columns(2)
+    threads = threads_col.multiselect(
+        "Also time at threads", scenarios.thread_choices(), key="sweep_scenario_threads",
+        format_func=scenarios.threads_name, placeholder="only the latency threads above",
+        help="Latency scenarios: every built file is timed again with these intra-op threads "
+        "at each batch size, interleaved with the baseline; the Trade-offs page then answers "
+        "for the scenario you pick and lists configs whose verdict flips",
+    )  # fmt: skip
+    batches = batch_col.multiselect(
+        "at batch sizes", scenarios.BATCHES, key="sweep_scenario_batches",
+        placeholder="batch 1", help="Examples per call; batched scenarios show items/s too",
+    )  # fmt: skip
+    if threads and not batches:
+        batches = [1]
+    elif batches and not threads:
+        threads = [threads_now]
+    return scenarios.cross(threads, batches)
 
 
 def _start(model: str, plan_list: list, settings: sweep.Settings) -> None:

@@ -3,16 +3,17 @@ by ``optim.report`` only when a button is clicked (Kaleido and Chromium take a f
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from optim import frontier as fr
-from optim import report
+from optim import report, scenario_runs
 from pages._ui import common
 
 
-def report_button(cur: common.Current, rec: fr.Recommendation) -> None:
+def report_button(cur: common.Current, rec: fr.Recommendation, shown: pd.DataFrame) -> None:
     """An expander (closed by default, rendered once opened) with the report's downloads, for
-    the floor, budgets and preference the page shows now."""
+    the floor, budgets, preference and latency scenario of the rows ``shown`` now."""
     box = st.expander(
         "Decision report: one page for the decision (PDF / HTML)",
         key="report",
@@ -24,7 +25,8 @@ def report_button(cur: common.Current, rec: fr.Recommendation) -> None:
     constraints = rec.constraints or fr.Constraints(rec.floor_value)
 
     def page() -> str:
-        return report.render_html(report.build_report(cur.run, cur.ok, constraints))
+        rows = scenario_runs.like(cur.ok, shown)
+        return report.render_html(report.build_report(cur.run, rows, constraints))
 
     with box:
         st.caption(

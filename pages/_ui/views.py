@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from optim import charts, run_view, tables, view_state
+from optim import charts, md, run_view, scenario_runs, tables, view_state
 from optim import frontier as fr
 from optim.glossary import tip
 from pages._ui import common
@@ -48,7 +48,13 @@ COLUMNS = {
         "interval of the speed-up excludes 1",
     ),
     "p90_ms": st.column_config.NumberColumn("p90", format="%.3f ms", help=tip("p90")),
+    "items/s": st.column_config.NumberColumn(
+        "Items/s", format="%.0f", help="Throughput at the scenario's batch: batch / p50"
+    ),
     "executed": st.column_config.TextColumn("Executed as"),
+    "session": st.column_config.TextColumn(
+        "ORT session", help="The ONNX Runtime session settings that timed it"
+    ),
     "stored": st.column_config.TextColumn("Stored as"),
     "pareto": st.column_config.CheckboxColumn("Pareto", help=tip("Pareto frontier")),
     "qualifies": st.column_config.CheckboxColumn("Qualifies", help="Meets the floor and budgets"),
@@ -250,7 +256,8 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         timed = math.isfinite(row["latency_p50_ms"])
         p50_text = fr.fmt_ms(row["latency_p50_ms"]) if timed else "timing…"
         _ratio(size, head.smaller, "Size", size_text, f"{size_text} on disk")
-        _ratio(speed, head.faster, "Latency p50", p50_text, f"{p50_text} p50, batch 1")
+        where = row.get("scenario") if "scenario" in row else "batch 1"
+        _ratio(speed, head.faster, "Latency p50", p50_text, f"{p50_text} p50, {where}")
         acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, delta_arrow=arrow,
                    help=head.ci)  # fmt: skip
         st.caption(head.detail)
@@ -261,6 +268,47 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         )
         if warning:
             st.warning(warning, icon=":material/warning:")
+
+
+# ------------------------------------------------------------------ latency scenarios
+
+
+def latency_scenario(ok: pd.DataFrame) -> pd.DataFrame:
+    """ "Latency measured at": a select box of the run's scenarios when it timed more than one;
+    returns the rows with the chosen scenario's latency (charts, table and pick follow it)."""
+    names = scenario_runs.labels(ok)
+    if len(names) < 2:
+        st.session_state.pop("scenario", None)  # another run's: not for this one's link
+        return ok
+    if st.session_state.get("scenario") not in names:  # another run's, or none yet
+        st.session_state["scenario"] = names[0]
+    choice = st.selectbox(
+        "Latency measured at", names, key="scenario",
+        help="Every file was built once and timed in each scenario (intra-op threads, batch "
+        "size, ORT graph optimizations), interleaved with the baseline; the first is the run's "
+        "own timing phase",
+    )  # fmt: skip
+    return scenario_runs.for_scenario(ok, choice)
+
+
+def scenario_flips(ok: pd.DataFrame) -> None:
+    """An expander listing, in plain words, the configs whose speed verdict changes between the
+    run's scenarios (none for a run with one scenario)."""
+    names = scenario_runs.labels(ok)
+    if len(names) < 2:
+        return
+    lines = scenario_runs.flip_lines(ok)
+    with st.expander(
+        f"Where the scenario changes the verdict: {len(lines)} config{'s' * (len(lines) != 1)}",
+        icon=":material/swap_horiz:",
+    ):
+        if lines:
+            st.markdown("\n".join(f"- {md.plain(line)}" for line in lines))
+        else:
+            st.caption(f"No config is faster in one scenario and not in another ({len(names)} "
+                       "scenarios).")  # fmt: skip
+        for name, error in scenario_runs.errors(ok).items():
+            st.caption(f"{md.plain(name)}: not timed ({md.plain(error)})")
 
 
 # ------------------------------------------------------------------ charts and selection
