@@ -114,6 +114,18 @@ def measurement_note(run: Mapping[str, Any], ok: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def timed_with(row: Mapping[str, Any]) -> str:
+    """The ORT session settings that timed ``row`` (its ``threads`` for a row stored before
+    they were recorded).
+
+    Example:
+        >>> timed_with({"session": None, "threads": 2})
+        '2 thread(s)'
+    """
+    text = row.get("session")
+    return text if isinstance(text, str) and text else f"{int(row['threads'])} thread(s)"
+
+
 def measure_resolution(n: int, accuracy: float) -> float:
     from optim.measure import resolution
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from optim import export, view_state
+from optim import export, run_view, view_state
 from optim import frontier as fr
 from pages._ui import common
 
@@ -47,8 +47,8 @@ latency.metric(
 )  # fmt: skip
 executed.metric("Executed as", str(row["precision"]))
 st.caption(
-    f"Stored as {row['stored']}; {row['backend']}, measured with {int(row['threads'])} "
-    "thread(s). `model.onnx` is a standard ONNX file that ONNX Runtime loads as it is: its "
+    f"Stored as {row['stored']}; {row['backend']}, timed with "
+    f"{run_view.timed_with(row)}. `model.onnx` is a standard ONNX file that ONNX Runtime loads as it is: its "
     "bytes are the size reported, and every figure was measured on it. `model.onnx.zst` is the "
     f"same file zstd-compressed ({fr.fmt_bytes(row.get('download_bytes'))}), for download."
 )
