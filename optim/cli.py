@@ -514,12 +514,13 @@ def _in_scenario(df: pd.DataFrame, args) -> pd.DataFrame:
     return scenario_runs.for_scenario(df, args.scenario) if args.scenario else df
 
 
-def _print_flips(df: pd.DataFrame, out) -> None:
-    """The run's scenarios, and the configs whose verdict flips between them."""
+def _print_flips(df: pd.DataFrame, cons: fr.Constraints, out) -> None:
+    """The run's scenarios, the pick in each, and the configs whose verdict flips between them."""
     names = scenario_runs.labels(df)
     if len(names) < 2:
         return
     print(f"scenarios: {'; '.join(names)}", file=out)
+    print(scenario_runs.picks_line(scenario_runs.picks(df, cons)), file=out)
     lines = scenario_runs.flip_lines(df)
     print("verdict flips between scenarios:" if lines else "no verdict flips between scenarios",
           file=out)  # fmt: skip
@@ -541,7 +542,7 @@ def _cmd_frontier(args, out) -> None:
     if "scenario" in df:
         print(f"latency measured at {df['scenario'].iloc[0]}", file=out)
     print(table(front).drop(columns=["pareto"]).to_string(index=False), file=out)
-    _print_flips(df, out)
+    _print_flips(df, cons, out)
     if rec.key is None:
         rel = " (relative to baseline)" if args.relative else ""
         raise ValueError(f"nothing meets --floor {args.floor}{rel}: {rec.message}")

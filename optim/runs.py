@@ -249,7 +249,13 @@ def summary(spec: dict) -> str:
         >>> summary({"search": {"trials": 20}})
         'search, 20 trials'
     """
-    return _module(spec).summary(spec)
+    text = _module(spec).summary(spec)
+    settings = spec.get("settings") or {}
+    if not settings.get("scenarios"):
+        return text
+    own = (settings.get("threads", 1), 1)  # the timing phase is a scenario too
+    n = len(dict.fromkeys([own, *(tuple(a) for a in settings["scenarios"])]))
+    return f"{text}; latency in {n} scenarios"
 
 
 def main(argv: list[str] | None = None) -> int:

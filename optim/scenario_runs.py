@@ -101,7 +101,8 @@ def time_run(
 def timings_of(ok: pd.DataFrame) -> pd.DataFrame:
     """The stored per-scenario figures of result rows ``ok`` (a ``scenarios`` column, as
     :meth:`optim.store.Store.results` gives it), long: one row per (scenario, key), in the
-    run's scenario order, as :func:`optim.scenarios.time_scenarios` returns them."""
+    run's scenario order (configs in row order within each), as
+    :func:`optim.scenarios.time_scenarios` returns them."""
     out = []
     if "scenarios" in ok.columns:
         for key, per in zip(ok["key"], ok["scenarios"], strict=True):
@@ -112,7 +113,9 @@ def timings_of(ok: pd.DataFrame) -> pd.DataFrame:
                     out.append(
                         {"scenario": label, "key": key, **{k: f.get(k) for k in sc.FIGURES}}
                     )
-    return pd.DataFrame(out, columns=["scenario", "key", *sc.FIGURES])
+    df = pd.DataFrame(out, columns=["scenario", "key", *sc.FIGURES])
+    order = {name: i for i, name in enumerate(dict.fromkeys(df["scenario"]))}
+    return df.sort_values("scenario", key=lambda s: s.map(order), kind="stable", ignore_index=True)
 
 
 def labels(ok: pd.DataFrame) -> list[str]:
@@ -178,6 +181,34 @@ def timed_at(ok: pd.DataFrame, threads: int) -> tuple[str, str]:
     found = ok["session"].dropna() if "session" in ok else pd.Series(dtype=object)
     session = str(found.iloc[0]) if len(found) else measure.session_text(threads)
     return sc.label(threads, 1), session
+
+
+def picks(ok: pd.DataFrame, constraints) -> dict[str, str | None]:
+    """Scenario -> the label of the config :func:`optim.frontier.recommend` ships there under
+    ``constraints`` (None: nothing qualifies), in the run's scenario order."""
+    from optim.frontier import recommend
+
+    out = {}
+    for name in labels(ok):
+        rec = recommend(for_scenario(ok, name), constraints)
+        out[name] = None if rec.key is None else str(ok.loc[ok["key"] == rec.key, "label"].iloc[0])
+    return out
+
+
+def picks_line(picked: dict[str, str | None]) -> str:
+    """:func:`picks` in words: whether the scenario changes the pick.
+
+    Example:
+        >>> picks_line({"1 thread, batch 1": "fp32", "2 threads, batch 8": "int8 auto"})
+        'The pick depends on the scenario: fp32 at 1 thread, batch 1; int8 auto at 2 threads, batch 8'
+    """
+    by: dict[str, list[str]] = {}
+    for name, label in picked.items():
+        by.setdefault(label or "nothing qualifies", []).append(name)
+    if len(by) == 1:
+        return f"The pick is {next(iter(by))} in every scenario"
+    parts = [f"{label} at {' and '.join(names)}" for label, names in by.items()]
+    return f"The pick depends on the scenario: {'; '.join(parts)}"
 
 
 def throughput_text(row) -> str:

@@ -36,7 +36,7 @@ selected = views.restore_selection(ok)
 
 views.tradeoff_charts(ok, rec, selected, cur.run["model"])  # accuracy vs size | vs p50 latency
 views.flag_summary(ok)
-views.scenario_flips(ok)  # configs faster in one scenario and not in another
+views.scenario_flips(ok, rec)  # configs faster in one scenario and not in another
 views.measurement_note(cur.run, ok)
 if not present:
     views.selection_details(ok)

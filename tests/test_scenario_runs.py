@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from optim import runs, scenario_runs
+from optim import md, runs, scenario_runs
 from optim import scenarios as sc
 from optim.build import Settings
 from optim.cli import main
@@ -48,6 +48,7 @@ def test_each_scenario_times_every_built_file_and_a_resume_keeps_what_it_has(env
     store, run_id = env
     rows = store.rows(run_id)
     assert store.run(run_id)["spec"]["settings"]["scenarios"] == [list(a) for a in AXES]
+    assert store.run(run_id)["spec"]["summary"].endswith("; latency in 3 scenarios")
     for row in rows:
         per = row.extra["scenarios"]
         assert list(per) == LABELS  # the run's own timing first
@@ -84,6 +85,7 @@ def test_the_frontier_cli_answers_for_a_scenario_and_lists_flips(env, capsys):
     assert f"latency measured at {LABELS[1]}" in out and "items/s" in out
     assert f"scenarios: {'; '.join(LABELS)}" in out
     assert "verdict flips between scenarios" in out  # "no verdict flips ..." or the list
+    assert "The pick " in out  # "is X in every scenario" or "depends on the scenario: ..."
     assert main(["frontier", str(run_id), "--floor", "0", "--scenario", "3x3"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "`--scenario` must be one of" in err, err
@@ -142,10 +144,15 @@ def test_the_tradeoffs_page_follows_the_chosen_scenario_and_lists_flips(env):
     box = at.selectbox(key="scenario")
     assert box.label == "Latency measured at" and box.options == LABELS
     flips = next(e for e in at.expander if e.label.startswith("Where the scenario changes"))
-    assert int4 in flips.markdown[0].value and "faster at" in flips.markdown[0].value
+    assert int4 in flips.markdown[1].value and "faster at" in flips.markdown[1].value
     at.session_state["prefer"] = "latency"
     at.session_state["floor"] = 0.0
     at.run()
+    flips = next(e for e in at.expander if e.label.startswith("Where the scenario changes"))
+    assert flips.markdown[0].value == md.plain(
+        f"The pick depends on the scenario: {ok.loc[ok['is_baseline'], 'label'].iloc[0]} at "
+        f"{LABELS[0]}; {int4} at {LABELS[1]} and {LABELS[2]}"
+    )  # at batch 1 the baseline is fastest, at batch 4 and 8 int4
     first = [m.value for m in at.metric]
     box.set_value(LABELS[1]).run()
     assert not at.exception, at.exception

@@ -282,7 +282,7 @@ def latency_scenario(ok: pd.DataFrame) -> pd.DataFrame:
         return ok
     if st.session_state.get("scenario") not in names:  # another run's, or none yet
         st.session_state["scenario"] = names[0]
-    choice = st.selectbox(
+    choice = st.columns([1, 2])[0].selectbox(
         "Latency measured at", names, key="scenario",
         help="Every file was built once and timed in each scenario (intra-op threads, batch "
         "size, ORT graph optimizations), interleaved with the baseline; the first is the run's "
@@ -291,17 +291,20 @@ def latency_scenario(ok: pd.DataFrame) -> pd.DataFrame:
     return scenario_runs.for_scenario(ok, choice)
 
 
-def scenario_flips(ok: pd.DataFrame) -> None:
-    """An expander listing, in plain words, the configs whose speed verdict changes between the
-    run's scenarios (none for a run with one scenario)."""
+def scenario_flips(ok: pd.DataFrame, rec: fr.Recommendation) -> None:
+    """An expander saying, in plain words, whether the pick at these constraints depends on
+    the scenario, and which configs' speed verdict changes between the run's scenarios (none
+    for a run with one scenario)."""
     names = scenario_runs.labels(ok)
     if len(names) < 2:
         return
     lines = scenario_runs.flip_lines(ok)
+    constraints = rec.constraints or fr.Constraints(rec.floor_value)
     with st.expander(
         f"Where the scenario changes the verdict: {len(lines)} config{'s' * (len(lines) != 1)}",
         icon=":material/swap_horiz:",
     ):
+        st.markdown(md.plain(scenario_runs.picks_line(scenario_runs.picks(ok, constraints))))
         if lines:
             st.markdown("\n".join(f"- {md.plain(line)}" for line in lines))
         else:
