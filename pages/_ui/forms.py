@@ -8,7 +8,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from optim import md, model_view, run_view, runs, scenarios, sweep, technique_form
+from optim import md, model_view, run_view, runs, scenario_runs, scenarios, sweep, technique_form
 from optim import plan as plans
 from optim.estimate import estimate
 from optim.frontier import fmt_bytes, fmt_ms, fmt_pct
@@ -351,8 +351,9 @@ def live_runs() -> list[int]:
 def start_controls(model: str, plan_list: list, settings: sweep.Settings | None) -> None:
     """Number of configs, estimated time and the Run button (one sweep at a time)."""
     n = technique_form.count_configs(plan_list) if plan_list else 0
-    timing = (settings or sweep.Settings()).min_seconds  # calls, plus fresh sessions:
-    timing += 0.05 * sweep.TIMING_BLOCKS
+    how = settings or sweep.Settings()
+    timing = how.min_seconds + 0.05 * sweep.TIMING_BLOCKS  # calls, plus fresh sessions,
+    timing *= max(1, len(scenario_runs.of_settings(how)))  # once per latency scenario
     est = estimate(common.store(), model, plan_list, timing_s=timing) if n else None
     busy = live_runs()
     count, eta, go = st.columns([1, 1, 1.2], vertical_alignment="center")
