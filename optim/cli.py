@@ -306,6 +306,8 @@ def _cmd_sweep(args, out) -> int:
     _print_rows(df, result, out)
     if args.out is not None:
         csv = df.drop(columns=["plan"]).assign(pareto=_pareto_all(df))
+        if "scenarios" in csv:  # per-scenario figures: one JSON object per row
+            csv["scenarios"] = csv["scenarios"].map(lambda d: json.dumps(d) if d == d else "")
         write_atomic(args.out, csv.to_csv(index=False).encode())
         print(f"wrote {args.out}", file=sys.stderr)
     return 1 if result.failed else 0
