@@ -207,7 +207,7 @@ def picks_line(picked: dict[str, str | None]) -> str:
         by.setdefault(label or "nothing qualifies", []).append(name)
     if len(by) == 1:
         return f"The pick is {next(iter(by))} in every scenario"
-    parts = [f"{label} at {' and '.join(names)}" for label, names in by.items()]
+    parts = [f"{label} at {' and at '.join(names)}" for label, names in by.items()]
     return f"The pick depends on the scenario: {'; '.join(parts)}"
 
 

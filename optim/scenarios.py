@@ -227,15 +227,17 @@ def flip_lines(flipped: Mapping[str, Mapping[str, str]], labels: Mapping[str, st
     Example:
         >>> flip_lines({"k": {"1 thread, batch 1": "same", "2 threads, batch 32": "faster",
         ...                   "2 threads, batch 8": "faster"}}, {"k": "int8 auto"})
-        ['int8 auto: faster at 2 threads, batch 32 and 2 threads, batch 8; same at 1 thread, batch 1']
+        ['int8 auto: faster at 2 threads, batch 32 and at 2 threads, batch 8; same at 1 thread, batch 1']
     """
     order = ("faster", "same", "same graph", "slower")
     out = []
     for key, verdicts in flipped.items():
         parts = []
         for v in sorted(set(verdicts.values()), key=lambda v: order.index(v) if v in order else 9):
-            where = " and ".join(s for s, w in verdicts.items() if w == v)
-            parts.append(f"{v} at {where}")
+            where = [s for s, w in verdicts.items() if w == v]
+            if len(where) > 1:  # labels hold commas: "at" starts each one
+                where = [", at ".join(where[:-1]), where[-1]]
+            parts.append(f"{v} at {' and at '.join(where)}")
         out.append(f"{labels.get(key, key)}: {'; '.join(parts)}")
     return out
 

@@ -134,7 +134,7 @@ def test_the_tradeoffs_page_follows_the_chosen_scenario_and_lists_flips(env):
     ok = split_rows(store.results(new))[0]
     int4 = ok.loc[~ok["is_baseline"], "label"].iloc[0]
     assert scenario_runs.flip_lines(ok) == [
-        f"{int4}: faster at {LABELS[1]} and {LABELS[2]}; slower at {LABELS[0]}"
+        f"{int4}: faster at {LABELS[1]} and at {LABELS[2]}; slower at {LABELS[0]}"
     ]
     at = AppTest.from_file(str(APP), default_timeout=90)
     at.session_state["model"] = "digits_cnn"
@@ -151,7 +151,7 @@ def test_the_tradeoffs_page_follows_the_chosen_scenario_and_lists_flips(env):
     flips = next(e for e in at.expander if e.label.startswith("Where the scenario changes"))
     assert flips.markdown[0].value == md.plain(
         f"The pick depends on the scenario: {ok.loc[ok['is_baseline'], 'label'].iloc[0]} at "
-        f"{LABELS[0]}; {int4} at {LABELS[1]} and {LABELS[2]}"
+        f"{LABELS[0]}; {int4} at {LABELS[1]} and at {LABELS[2]}"
     )  # at batch 1 the baseline is fastest, at batch 4 and 8 int4
     first = [m.value for m in at.metric]
     box.set_value(LABELS[1]).run()
