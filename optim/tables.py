@@ -113,10 +113,9 @@ def config_table(ok: pd.DataFrame, rec: fr.Recommendation | None) -> pd.DataFram
     )
     if "batch" in ok and (ok["batch"] > 1).any():  # a batched scenario: throughput too
         table.insert(table.columns.get_loc("speed") + 1, "items/s", _col(ok, "items_per_s"))
-    if (
-        "session" in ok and ok["session"].notna().any()
-    ):  # what timed it: ORT's graph optimization level and threads
-        table.insert(table.columns.get_loc("executed") + 1, "session", ok["session"])
+    timed_by = ok["session"] if "session" in ok else pd.Series(dtype=object)
+    if timed_by.notna().any():  # what timed it: ORT's graph optimization level and threads
+        table.insert(table.columns.get_loc("executed") + 1, "session", timed_by)
     return table
 
 

@@ -256,7 +256,7 @@ def headline_card(rec: fr.Recommendation, ok: pd.DataFrame) -> None:
         timed = math.isfinite(row["latency_p50_ms"])
         p50_text = fr.fmt_ms(row["latency_p50_ms"]) if timed else "timing…"
         _ratio(size, head.smaller, "Size", size_text, f"{size_text} on disk")
-        where = row.get("scenario") if "scenario" in row else "batch 1"
+        where = row.get("scenario", "batch 1")  # the latency scenario the page answers for
         _ratio(speed, head.faster, "Latency p50", p50_text, f"{p50_text} p50, {where}")
         acc.metric("Accuracy", head.accuracy, delta=delta, delta_color=color, delta_arrow=arrow,
                    help=head.ci)  # fmt: skip
@@ -299,11 +299,16 @@ def scenario_flips(ok: pd.DataFrame, rec: fr.Recommendation) -> None:
     if len(names) < 2:
         return
     lines = scenario_runs.flip_lines(ok)
-    constraints = rec.constraints or fr.Constraints(rec.floor_value)
-    with st.expander(
+    box = st.expander(
         f"Where the scenario changes the verdict: {len(lines)} config{'s' * (len(lines) != 1)}",
+        key="scenario_flips",
+        on_change="rerun",
         icon=":material/swap_horiz:",
-    ):
+    )
+    if not box.open:  # the pick in every scenario is one recommendation each: only when asked
+        return
+    constraints = rec.constraints or fr.Constraints(rec.floor_value)
+    with box:
         st.markdown(md.plain(scenario_runs.picks_line(scenario_runs.picks(ok, constraints))))
         if lines:
             st.markdown("\n".join(f"- {md.plain(line)}" for line in lines))
