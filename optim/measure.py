@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from optim.session import LEVEL_NAMES, check_level, session_text  # noqa: F401 (re-exported)
+
 BACKEND = f"onnxruntime {ort.__version__} CPU"
 
 
@@ -70,23 +72,7 @@ LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
 }
-
-
-def check_level(level: str) -> None:
-    """Raise ValueError unless ``level`` names one of :data:`LEVELS`."""
-    if level not in LEVELS:
-        raise ValueError(f"`level` must be one of {tuple(LEVELS)}, but got level={level!r}")
-
-
-def session_text(threads: int, level: str = "all") -> str:
-    """The ORT session settings a latency was measured with, as a row records them.
-
-    Example:
-        >>> session_text(2)
-        'ORT graph optimizations: all; 2 intra-op threads, 1 inter-op, sequential'
-    """
-    return (f"ORT graph optimizations: {level}; {threads} intra-op thread{'s' * (threads > 1)}, "
-            "1 inter-op, sequential")  # fmt: skip
+assert tuple(LEVELS) == LEVEL_NAMES
 
 
 def session(

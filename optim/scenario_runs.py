@@ -19,10 +19,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from optim import measure
+from optim import session
+
+if TYPE_CHECKING:  # the timing code imports onnxruntime: only when it runs
+    from optim import measure
 from optim import scenarios as sc
 from optim.rows import Row
 
@@ -179,8 +183,8 @@ def timed_at(ok: pd.DataFrame, threads: int) -> tuple[str, str]:
     if "scenario" in ok and len(ok):
         return str(ok["scenario"].iloc[0]), str(ok["session"].iloc[0])
     found = ok["session"].dropna() if "session" in ok else pd.Series(dtype=object)
-    session = str(found.iloc[0]) if len(found) else measure.session_text(threads)
-    return sc.label(threads, 1), session
+    text = str(found.iloc[0]) if len(found) else session.session_text(threads)
+    return sc.label(threads, 1), text
 
 
 def picks(ok: pd.DataFrame, constraints) -> dict[str, str | None]:

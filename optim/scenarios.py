@@ -16,11 +16,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from optim import measure
+from optim import session
+
+if TYPE_CHECKING:  # the timing code imports onnxruntime: only when it runs
+    from optim import measure
 
 SYNTAX = "THREADSxBATCH[:LEVEL], e.g. 1x1,2x8,0x32 (threads 0 = all cores)"
 _ENTRY = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*(?::\s*([a-z]+))?\s*$")
@@ -32,7 +36,7 @@ FIGURES = ("threads", "batch", "level", "p50_ms", "p90_ms", "p50_low", "p50_high
 @dataclass(frozen=True)
 class Scenario:
     """One measurement condition: ``threads`` intra-op threads, ``batch`` examples per call,
-    ORT's graph optimizations at ``level`` (:data:`optim.measure.LEVELS`).
+    ORT's graph optimizations at ``level`` (:data:`optim.session.LEVEL_NAMES`).
 
     Example:
         >>> Scenario(2, 8).label, Scenario(1, 1, "basic").label
@@ -52,7 +56,7 @@ class Scenario:
             )
         if self.batch < 1:
             raise ValueError(f"`batch >= 1` must hold, but got batch={self.batch}")
-        measure.check_level(self.level)
+        session.check_level(self.level)
 
     @property
     def label(self) -> str:
@@ -148,6 +152,8 @@ def grid(threads: Sequence[int] = (1, 2, 0), batches: Sequence[int] = (1, 8, 32)
 
 def batch_of(x: measure.Inputs, batch: int) -> measure.Inputs:
     """``batch`` examples from ``x`` (repeated when it has fewer)."""
+    from optim import measure
+
     n = measure.count(x)
     if n == 0:
         raise ValueError("`x` must hold at least one example, but got none")
@@ -181,6 +187,8 @@ def time_scenarios(
     Example:
         >>> df = time_scenarios({"fp32": a, "int8": b}, x, "fp32", grid())  # doctest: +SKIP
     """
+    from optim import measure
+
     rows = []
     for s in scenarios:
         if measure.batch_of(x, s.batch) != s.batch:
@@ -268,5 +276,5 @@ def in_scenario(rows: pd.DataFrame, timings: pd.DataFrame, scenario: str) -> pd.
     threads, level = int(t["threads"].iloc[0]), str(t["level"].iloc[0]) if "level" in t else "all"
     out["threads"] = threads
     out["scenario"] = scenario
-    out["session"] = measure.session_text(threads, level)
+    out["session"] = session.session_text(threads, level)
     return out
