@@ -47,8 +47,11 @@ SAME_SPEED = ("same", "same graph")  # speed verdicts that claim no difference t
 
 def compared_latency(df: pd.DataFrame) -> np.ndarray:
     """The p50 that comparisons use: the baseline's for a row whose speed-up interval includes
-    1 (``speed_verdict`` "same") or that executes the baseline's graph ("same graph"), the
-    row's own otherwise. So no config wins or loses on latency by timing noise alone.
+    1 (``speed_verdict`` "same") or that executes the baseline's graph ("same graph"); for
+    any other row with a measured ``speedup``, the baseline's p50 over that paired speed-up
+    (the median of per-round ratios, which the verdict is drawn from: a "faster" row always
+    compares below the baseline, even when other work on the machine inflated its p50 over all
+    calls); else the row's own p50. So no config wins or loses on latency by timing noise.
 
     Example:
         >>> df = pd.DataFrame({"latency_p50_ms": [1.0, 0.9, 0.5], "is_baseline": [True, False,
@@ -61,6 +64,10 @@ def compared_latency(df: pd.DataFrame) -> np.ndarray:
     if b is None or "speed_verdict" not in df.columns:
         return lat
     same = df["speed_verdict"].isin(SAME_SPEED).to_numpy() & ~np.isnan(lat)
+    if "speedup" in df.columns:
+        speedup = df["speedup"].to_numpy(dtype=float, na_value=np.nan)
+        paired = np.isfinite(speedup) & (speedup > 0) & ~np.isnan(lat)
+        lat = np.where(paired, lat[b] / np.where(paired, speedup, 1.0), lat)
     return np.where(same, lat[b], lat)
 
 

@@ -174,6 +174,30 @@ def test_every_page_renders_a_finished_run(store, run_id, page):
 # ------------------------------------------------------------------ floor, budgets, links
 
 
+def test_inspect_lists_the_frontiers_configs_of_a_big_run(store, run_id):
+    """Above views.LISTED configs, Inspect offers those on a chart's frontier and the picked
+    ones, and says so; a config picked on a chart is listed even when dominated."""
+    from pages._ui.views import LISTED
+
+    run, rows = store.run(run_id), store.rows(run_id)
+    new = store.create_run(run["model"], run["spec"], run["env"])
+    rng = np.random.default_rng(0)
+    store.add_result(new, [], rows[0])
+    for i in range(LISTED + 50):
+        base = rows[1 + i % (len(rows) - 1)]
+        store.add_result(new, [], replace(base, key=f"k{i}", label=f"config {i}",
+                         accuracy=float(rng.uniform(0.5, 0.95))))  # fmt: skip
+    store.set_status(new, "done")
+    at = healthy(app(page="tradeoffs", run=new))
+    box = at.multiselect(key="selected")
+    assert "on a frontier" in box.placeholder and len(box.options) < LISTED
+    dominated = next(f"config {i}" for i in range(LISTED) if f"config {i}" not in box.options)
+    key = f"k{dominated.split()[-1]}"
+    at = healthy(app(page="tradeoffs", run=new, selected=short_id(key)))
+    assert at.multiselect(key="selected").value == [key]
+    store.delete_run(new)  # the fixture run stays the newest
+
+
 def test_a_finished_runs_rows_are_reread_when_they_change(store, run_id):
     """The page keeps a finished run's rows between reruns, and reads them again when a row
     is added or re-timed (a resume, another writer): never a stale figure."""

@@ -6,7 +6,15 @@ import pytest
 
 import optim.frontier as fr
 import optim.pareto as pareto
-from optim.frontier import Constraints, fmt_bytes, fmt_pct, frontier, pareto_mask, recommend
+from optim.frontier import (
+    Constraints,
+    compared_latency,
+    fmt_bytes,
+    fmt_pct,
+    frontier,
+    pareto_mask,
+    recommend,
+)
 
 
 def brute_force(values: np.ndarray, minimize: list[bool]) -> np.ndarray:
@@ -100,7 +108,7 @@ def test_frontier_3d_and_2d_projections() -> None:
     assert frontier(df).tolist() == [True, True, True, False]
     assert frontier(df, ("accuracy", "size_bytes")).tolist() == [True, True, True, False]
     assert frontier(df, ("accuracy", "latency_p50_ms")).tolist() == [True, True, True, False]
-    faster = rows(latency_p50_ms=[10.0, 2.0, 3.4, 7.0])
+    faster = rows(latency_p50_ms=[10.0, 2.0, 3.4, 7.0], speedup=[1.0, 5.0, 10.0 / 3.4, 10.0 / 7.0])
     assert frontier(faster, ("accuracy", "latency_p50_ms")).tolist() == [True, True, False, False]
 
 
@@ -156,7 +164,7 @@ def test_budgets_filter_and_prefer() -> None:
     by_size = recommend(df, Constraints(floor=0.95))
     by_latency = recommend(df, Constraints(floor=0.95, prefer="latency"))
     assert by_size.key == "int4" and by_latency.key == "int4"
-    df = rows(latency_p50_ms=[10.0, 2.0, 3.4, 7.0])
+    df = rows(latency_p50_ms=[10.0, 2.0, 3.4, 7.0], speedup=[1.0, 5.0, 10.0 / 3.4, 10.0 / 7.0])
     assert recommend(df, Constraints(floor=0.95)).key == "int4"
     assert recommend(df, Constraints(floor=0.95, prefer="latency")).key == "int8"
     assert "the fastest" in recommend(df, Constraints(floor=0.95, prefer="latency")).message
@@ -231,3 +239,12 @@ def test_latency_within_noise_never_wins_or_loses() -> None:
     pick = recommend(df, Constraints(floor=0.9, max_size_bytes=30e6, prefer="latency"))
     assert pick.key == "prune" and pick.speedup == 1.0
     assert "same speed as baseline (within noise)" in pick.message
+
+
+def test_latency_is_compared_by_the_paired_speedup_the_verdict_uses() -> None:
+    """A config "faster" by its per-round ratios compares below the baseline even when its p50
+    over all calls came out higher (other work on the machine during some rounds)."""
+    df = rows(latency_p50_ms=[10.0, 11.0, 3.4, 7.0], speedup=[1.0, 1.06, 10.0 / 3.4, 10.0 / 7.0],
+              speed_verdict=["baseline", "faster", "faster", "faster"])  # fmt: skip
+    assert compared_latency(df)[1] == pytest.approx(10.0 / 1.06)
+    assert frontier(df, ("accuracy", "latency_p50_ms"))[1]  # not dominated by the baseline

@@ -405,15 +405,27 @@ def png_button(fig: go.Figure | Callable[[], go.Figure], file_name: str, key: st
     )
 
 
+LISTED = 1000  # above this many configs, Inspect lists the picked and the frontiers' configs
+
+
 def selection_details(ok: pd.DataFrame) -> None:
-    """The picked configs side by side with the baseline."""
-    labels = dict(zip(ok["key"], ok["label"], strict=True))
+    """The picked configs side by side with the baseline. A run of more than :data:`LISTED`
+    configs lists those on either chart's frontier and the picked ones (a list of 10,000 is
+    unusable, and sending it costs every floor move ~30 ms); points are picked on the charts."""
+    shown, note = ok, ""
+    if len(ok) > LISTED:
+        on = fr.frontier(ok, ("accuracy", "size_bytes")) | fr.frontier(
+            ok, ("accuracy", "latency_p50_ms")
+        )
+        shown = ok[on | ok["key"].isin(st.session_state.get("selected") or [])]
+        note = f" (the list holds the {int(on.sum())} on a frontier)"
+    labels = dict(zip(shown["key"], shown["label"], strict=True))
     picked = st.multiselect(
         "Inspect configs",
         list(labels),
         format_func=labels.get,
         key="selected",
-        placeholder="Click or box-select points on a chart",
+        placeholder="Click or box-select points on a chart" + note,
     )
     if picked:
         st.dataframe(
