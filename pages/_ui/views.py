@@ -117,7 +117,7 @@ def floor_controls(
     )
     if common.present():  # presentation mode: the floor, without the developer's switches
         return float(ss["floor"]), relative
-    relative_col, full_col = st.columns(2)
+    relative_col, full_col = st.columns([1.35, 1])  # room for the longer label
     relative_col.toggle(
         "Floor as % of baseline",
         key="relative",
