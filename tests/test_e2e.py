@@ -208,10 +208,9 @@ def test_sweep_tradeoffs_shared_link_and_export(server, browser, tmp_path):
     assert floor_shown(fresh) == f"{100 * target:.1f}%"
     sentence = ".st-key-headline-text"  # the card's figures may still be drawing
     wait_for_text(fresh, sentence, page.locator(sentence).inner_text().strip())
-    assert (
-        fresh.locator(".st-key-selected").inner_text()
-        == page.locator(".st-key-selected").inner_text()
-    )
+    picks = page.locator(".st-key-selected").inner_text()
+    wait_for_text(fresh, ".st-key-selected", picks)  # the widget may still be drawing
+    assert fresh.locator(".st-key-selected").inner_text() == picks
     healthy(fresh, "06-shared-link")
     other.close()
 
