@@ -275,6 +275,7 @@ def test_a_distillation_sweep_in_the_browser(server, browser):
     page.keyboard.press("Escape")
     settle(page)
     assert "50% width" in page.locator(".st-key-sweep_students").inner_text()
+    wait_for_text(page, "[data-testid='stMetricValue']", "4")  # the rerun may still be drawing
     assert page.locator("[data-testid='stMetricValue']").first.inner_text() == "4"
     healthy(page, "12-distill-sweep-grid")
     page.get_by_role("button", name="Run sweep").click()
