@@ -25,8 +25,8 @@ import pandas as pd
 
 from optim import measure, metrics
 from optim import placement as placements
+from optim import sensitivity as sens  # a module: it imports the techniques, hence this one
 from optim.quantizer import LINEAR, Int8Quantizer
-from optim.sensitivity import COLUMNS, calib_score, order
 
 # ops that pass int8 through with their input's scale: reverting one alone changes nothing
 PASS_THROUGH = frozenset({
@@ -65,7 +65,7 @@ def ranking(placement: placements.Placement, q: Int8Quantizer, calib, metric: st
     """One row per int8 node of ``placement`` (sensitivity's columns; ``kind`` "int8"): the
     calib-split accuracy drop and output noise when only that node is int8."""
     z0, ref = _reference(q, calib)
-    base = calib_score(z0, z0, ref, metric)
+    base = sens.calib_score(z0, z0, ref, metric)
     scale = float(np.var(z0.astype(np.float64))) or 1.0
     excluded = set(placement.excluded)
     inits = {t.name: int(np.prod(t.dims)) for t in q.model.graph.initializer}
@@ -77,7 +77,7 @@ def ranking(placement: placements.Placement, q: Int8Quantizer, calib, metric: st
             continue
         path = q.build(placement.setting, (), placement.calibration, only=[node.name])
         z = _outputs(path, calib)
-        acc = calib_score(z, z0, ref, metric)
+        acc = sens.calib_score(z, z0, ref, metric)
         params = inits.get(node.input[1], 0) if node.op_type in LINEAR else 0
         rows.append({
             "layer": node.name, "op": node.op_type, "kind": "int8", "setting": 8,
@@ -85,7 +85,7 @@ def ranking(placement: placements.Placement, q: Int8Quantizer, calib, metric: st
             "output_noise": float(np.mean((z - z0) ** 2)) / scale, "params": params,
             "params_share": np.nan, "latency_share": np.nan,
         })  # fmt: skip
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = pd.DataFrame(rows, columns=list(sens.COLUMNS))
     df.attrs["baseline_accuracy"] = base
     return df
 
@@ -96,15 +96,15 @@ def curve(
     """Revert the most harmful int8 node to fp32, one at a time, until the calib accuracy meets
     ``floor`` x the baseline's (the first step that does ends the curve)."""
     df = ranking(placement, q, calib, metric)
-    ranked = tuple(order(df))
+    ranked = tuple(sens.order(df))
     z0, ref = _reference(q, calib)
-    base = calib_score(z0, z0, ref, metric)
+    base = sens.calib_score(z0, z0, ref, metric)
     accs: list[float] = []
     for k in range(len(ranked)):  # the last node stays int8: all-fp32 is the baseline
         path = q.build(
             placement.setting, (*placement.excluded, *ranked[:k]), placement.calibration
         )
-        accs.append(calib_score(_outputs(path, calib), z0, ref, metric))
+        accs.append(sens.calib_score(_outputs(path, calib), z0, ref, metric))
         if stop(accs, floor * base) is not None:
             break
     return Curve(floor, base, ranked, tuple(accs), stop(accs, floor * base))
@@ -122,9 +122,9 @@ def measured(
     with placements.locked(q.folder.parent):
         if not steps and not saved.is_file():
             z0, ref = _reference(q, calib)
-            base = calib_score(z0, z0, ref, ctx.source.metric)
+            base = sens.calib_score(z0, z0, ref, ctx.source.metric)
             path = q.build(placement.setting, placement.excluded, placement.calibration)
-            acc = calib_score(_outputs(path, calib), z0, ref, ctx.source.metric)
+            acc = sens.calib_score(_outputs(path, calib), z0, ref, ctx.source.metric)
             return placement, q, Curve(floor, base, (), (acc,), stop([acc], floor * base))
         if saved.is_file():
             d = json.loads(saved.read_text())

@@ -4,7 +4,8 @@
 refuses, renews it from a heartbeat thread while the driver works, and releases it at the end.
 A driver killed with SIGKILL stops renewing: its lease expires after ``ttl_s`` and the run can
 be resumed by another driver (as Optuna's heartbeat fails a dead worker's trial); on the dead
-driver's own host, where its pid shows it is gone, at once.
+driver's own host, where its pid shows it is gone, at once. The heartbeat also carries a
+Cancel made on another machine (the run's status in the store) to its driver.
 
 Example:
     >>> with hold(Store(), 3):  # doctest: +SKIP
@@ -14,36 +15,32 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
-import socket
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
 
-from optim.store import Store, pid_alive
+from optim.store import Store, lease_live, pid_alive, this_host
 
 TTL_S = 30.0  # a dead driver's run can be resumed this long after its last heartbeat
 
 
 def owner() -> str:
     """This driver's name in a lease: host, pid and a random tag (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def held(run: dict) -> bool:
     """Whether ``run`` (a :meth:`~optim.store.Store.run` dict) has a live lease: unexpired, and
     not a driver of this host whose pid is gone."""
-    holder, until = run.get("lease_owner") or "", run.get("lease_until")
-    if not holder or until is None or until <= dt.datetime.now(dt.UTC).replace(tzinfo=None):
-        return False
-    return not _dead_here(holder)
+    return lease_live(run) and not _dead_here(run["lease_owner"])
 
 
 def _dead_here(holder: str) -> bool:
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    return host == this_host() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def _free_if_dead(store: Store, run_id: int) -> None:
@@ -53,6 +50,14 @@ def _free_if_dead(store: Store, run_id: int) -> None:
     holder = store.run(run_id).get("lease_owner") or ""
     if holder and _dead_here(holder):
         store.release(run_id, holder)
+
+
+def _interrupt() -> None:
+    """Stop this driver as the dashboard's Cancel does on its own machine: SIGTERM, which a
+    driver (``python -m optim.runs``, the CLI) turns into "cancelled". A process that handles
+    no SIGTERM (a library caller) is left alone."""
+    if callable(signal.getsignal(signal.SIGTERM)):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -74,6 +79,9 @@ def hold(store: Store, run_id: int, ttl_s: float | None = None) -> Iterator[str]
         while not stop.wait(ttl_s / 3):
             try:
                 store.heartbeat(run_id, me, ttl_s=ttl_s)
+                if store.run(run_id)["status"] == "cancelled":
+                    _interrupt()  # cancelled from another machine: no signal reaches here
+                    return
             except Exception:  # noqa: BLE001 - a store hiccup: the next beat tries again
                 pass
 

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from optim.build import Settings
 from optim.context import Context, Outcome, Progress, delete_study, outcome, planned, retryable
 from optim.pool import Factory, local
 from optim.sources import check, data_record, get_source, source_spec
-from optim.store import Store, pid_alive, run_state
+from optim.store import Store, elsewhere, pid_alive, run_state
 
 KINDS = ("sweep", "search", "tune")
 LIVE = ("pending", "running")
@@ -179,14 +180,14 @@ def launch(store: Store, run_id: int) -> int:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parents[1], env=env, start_new_session=True,
         )  # fmt: skip
-    store.set_status(run_id, "running", pid=proc.pid)
+    store.launched(run_id, proc.pid)
     return proc.pid
 
 
 def refuse_live(run: dict) -> None:
     """Raise ValueError if a driver is measuring ``run`` now, or its lease is still held (a
     driver on another machine, or one that died less than a lease ago)."""
-    if run_state(run) in LIVE and run.get("pid") and pid_alive(int(run["pid"])):
+    if run_state(run) in LIVE and run.get("pid") and not elsewhere(run):
         raise ValueError(
             f"run {run['id']} is running in process {run['pid']}: wait for it or cancel it"
         )
@@ -198,17 +199,22 @@ def refuse_live(run: dict) -> None:
 
 
 def cancel(store: Store, run_id: int) -> None:
-    """Stop a running run (SIGTERM to its driver's process group: the driver marks it
-    cancelled; its finished rows stay, and it can be resumed)."""
+    """Stop a running run: its status becomes "cancelled" in the store, and a driver on this
+    machine gets SIGTERM (its process group, when it leads one); a driver on another machine
+    sees the status at its next heartbeat (:mod:`optim.lease`) and stops itself. Either way the
+    driver marks the run cancelled; its finished rows stay, and it can be resumed."""
     import signal
 
     run = store.run(run_id)
-    if run["pid"] and pid_alive(run["pid"]):
-        try:
-            os.killpg(run["pid"], signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
     store.set_status(run_id, "cancelled")
+    pid = run["pid"]
+    if not pid or elsewhere(run) or not pid_alive(pid):
+        return  # never a signal to a local process that merely has a remote driver's number
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)  # launch(): the driver leads its own session
+        else:
+            os.kill(pid, signal.SIGTERM)  # a CLI driver in someone's terminal
 
 
 def rename(store: Store, run_id: int, name: str | None = None, notes: str | None = None) -> None:

@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     delete,
     event,
@@ -89,6 +91,7 @@ class Run(Base):
     env: Mapped[dict] = mapped_column(JSON, default=dict)  # cpu flags, library versions
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the machine of pid
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
     updated: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the user's label
@@ -201,19 +204,30 @@ class Store:
             counts = dict(_counts(s))
             rows = [{**_as_dict(r), "results": counts.get(r.id, 0)} for r in runs]
         df = pd.DataFrame(rows, columns=["id", "name", "model", "status", "created", "updated",
-                                         "results", "error", "pid", "spec", "env", "notes",
-                                         "lease_owner", "lease_until"])  # fmt: skip
+                                         "results", "error", "pid", "host", "spec", "env",
+                                         "notes", "lease_owner", "lease_until"])  # fmt: skip
         return df.astype({"pid": "Int64"})  # integer pids, <NA> for a run never launched
 
     @_retrying
     def set_status(
         self, run_id: int, status: str, error: str | None = None, pid: int | None = None
     ) -> None:
+        """Set the run's status; ``pid`` is a process of this machine (recorded with it)."""
         with self._writing() as s:
             run = self._get(s, run_id)
             run.status, run.error = status, error
             if pid is not None:
-                run.pid = pid
+                run.pid, run.host = pid, this_host()
+
+    @_retrying
+    def launched(self, run_id: int, pid: int) -> None:
+        """Record ``pid``, a driver just started on this machine: the run is "pending" until
+        that driver holds it (one UPDATE, so a driver already "running" stays so)."""
+        with self._writing() as s:
+            self._get(s, run_id)
+            status = case((Run.status == "running", Run.status), else_="pending")
+            s.execute(update(Run).where(Run.id == run_id)
+                      .values(pid=pid, host=this_host(), status=status))  # fmt: skip
 
     @_retrying
     def rename(self, run_id: int, name: str | None = None, notes: str | None = None) -> None:
@@ -370,8 +384,8 @@ def _counts(s: Session) -> list[tuple[int, int]]:
 def _as_dict(run: Run) -> dict[str, Any]:
     return {
         c: getattr(run, c)
-        for c in ("id", "name", "model", "status", "created", "updated", "error", "pid", "spec",
-                  "env", "notes", "lease_owner", "lease_until")
+        for c in ("id", "name", "model", "status", "created", "updated", "error", "pid", "host",
+                  "spec", "env", "notes", "lease_owner", "lease_until")
     }  # fmt: skip
 
 
@@ -434,16 +448,41 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def this_host() -> str:
+    """This machine's name, as runs (``host``) and leases (``host:pid:tag``) record it."""
+    return socket.gethostname()
+
+
+def lease_live(run: dict) -> bool:
+    """Whether ``run``'s lease is unexpired: its driver beat less than a lease ago, wherever
+    it runs (the expiry is written from the driver's clock)."""
+    holder, until = run.get("lease_owner"), run.get("lease_until")
+    if not isinstance(holder, str) or not holder or until is None or pd.isna(until):
+        return False
+    return until > _now()
+
+
+def elsewhere(run: dict) -> bool:
+    """Whether ``run``'s pid is a process of another machine (a driver there)."""
+    host = run.get("host")
+    return isinstance(host, str) and bool(host) and host != this_host()
+
+
 def run_state(run: dict) -> str:
     """A run's state: "not started" (created, never launched), "pending", "running", "done",
     "failed", "cancelled", or "interrupted" (its process died without saying so).
 
+    A driver on this machine is judged by its pid; one on another machine (a sweep writing a
+    shared PostgreSQL store) by its lease: "interrupted" once it stopped beating.
     Works on :meth:`Store.run` dicts and rows of :meth:`Store.runs` (pid may be ``<NA>``).
     """
     pid = run.get("pid")
     pid = None if pid is None or pd.isna(pid) else int(pid)
-    if run["status"] == "pending" and pid is None:
+    status = str(run["status"])
+    if status == "pending" and pid is None:
         return "not started"
-    if run["status"] in ("running", "pending") and pid is not None and not pid_alive(pid):
-        return "interrupted"
-    return str(run["status"])
+    if status not in ("running", "pending") or pid is None:
+        return status
+    if elsewhere(run):  # a pending run has no lease until its driver claims it
+        return status if status == "pending" or lease_live(run) else "interrupted"
+    return status if pid_alive(pid) else "interrupted"

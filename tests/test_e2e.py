@@ -73,9 +73,19 @@ def healthy(page, name: str) -> None:
     assert page.get_by_text("Something went wrong").count() == 0, name
 
 
-def open_page(page, title: str) -> None:
+def open_page(page, title: str, timeout: float = 60_000) -> None:
+    """Click ``title`` in the sidebar and wait for its heading; on a timeout, say what the page
+    showed instead (and keep a screenshot)."""
+    from playwright.sync_api import TimeoutError as Timeout
+
     page.locator("[data-testid='stSidebarNavLink']", has_text=title).click()
-    page.wait_for_selector(f"h1:has-text('{title}')")
+    try:
+        page.wait_for_selector(f"h1:has-text('{title}')", timeout=timeout)
+    except Timeout:
+        page.screenshot(path=str(SHOTS / f"failed-open-{title}.png"), full_page=True)
+        shown = " ".join(page.locator("body").inner_text().split())[:600]
+        raise AssertionError(f"{title!r} did not open in {timeout / 1000:.0f} s: {page.url} "
+                             f"showed {shown!r}") from None  # fmt: skip
     settle(page)
 
 

@@ -234,3 +234,32 @@ def test_a_lease_held_elsewhere_refuses_until_it_expires(fresh_store):
     with lease.hold(fresh_store, run_id, ttl_s=5.0) as me:
         assert fresh_store.run(run_id)["lease_owner"] == me
     assert fresh_store.run(run_id)["lease_owner"] is None  # released
+
+
+def test_a_cancel_made_on_another_machine_reaches_the_driver_at_its_heartbeat(
+    fresh_store, monkeypatch
+):
+    """A dashboard on another machine cannot signal the driver: its Cancel is the run's status
+    in the store, which the driver's lease heartbeat reads and turns into its own SIGTERM."""
+    monkeypatch.setenv("OPTIM_LEASE_TTL_S", "1.5")  # a beat every 0.5 s
+    store = fresh_store
+    run_id = runs.create(store, "digits_cnn", grid(bits=(2, 4, 32), sparsity=(0.0, 0.5)), FAST)
+    driver = runs.launch(store, run_id)
+    try:
+        deadline = time.time() + 180
+        while not store.keys(run_id):  # the driver holds the run and has measured the baseline
+            assert time.time() < deadline and alive(driver), "the run did not start"
+            time.sleep(0.1)
+        store.set_status(run_id, "cancelled")  # all a remote runs.cancel can do
+        deadline = time.time() + 20
+        while alive(driver):
+            assert time.time() < deadline, "the driver did not stop at its heartbeat"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver, signal.SIGKILL)
+    run = store.run(run_id)
+    assert run["status"] == "cancelled" and run["lease_owner"] is None
+    assert 1 <= len(store.keys(run_id)) < 6  # the rows measured before the cancel are kept
+    log = (run_dir(store.url, run_id) / "sweep.log").read_text()
+    assert "optim: cancelled; finished rows are kept" in log

@@ -5,8 +5,10 @@ that share a store with other sweeps and a reader (SQLite) or survive server res
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text, update
 
 from optim import migrations
 from optim.rows import Row
@@ -101,6 +103,45 @@ def test_store_behaves_alike_on_sqlite_and_postgresql(url):
     assert store.runs().empty and store.rows(run_id) == []
     with pytest.raises(ValueError, match=f"run {run_id} does not exist"):
         store.run(run_id)
+
+
+def test_a_driver_on_another_machine_is_judged_by_its_lease_not_a_local_pid(url):
+    """A run's pid means something only on its own machine (``runs.host``): elsewhere the
+    lease says whether it is live, Resume is refused while it beats, and Cancel never signals
+    the local process that happens to have that number."""
+    from optim import runs
+    from optim.store import Run, run_state
+
+    store = Store(url)
+    run_id = store.create_run("m", {"plans": [[]]})
+    bystander = subprocess.Popen(["sleep", "120"])  # has the remote driver's pid, here
+    try:
+        store.set_status(run_id, "running", pid=bystander.pid)
+        assert store.run(run_id)["host"] == socket.gethostname()
+        assert run_state(store.run(run_id)) == "running"  # this machine's process: alive
+
+        def remote(**values) -> None:
+            with store.engine.begin() as conn:
+                conn.execute(update(Run).where(Run.id == run_id).values(**values))
+
+        remote(host="gpu-node-7")
+        assert store.claim(run_id, "gpu-node-7:4242:beefcafe", ttl_s=30)
+        for run in (store.run(run_id), store.runs().iloc[0].to_dict()):
+            assert run_state(run) == "running"
+        with pytest.raises(ValueError, match=r"is held by driver gpu-node-7:4242:beefcafe"):
+            runs.launch(store, run_id)
+        runs.cancel(store, run_id)  # the request, in the store, for the driver's heartbeat
+        assert bystander.poll() is None, "a local process was signalled"
+        assert store.run(run_id)["status"] == "cancelled"
+        store.set_status(run_id, "running")
+        remote(lease_until=dt.datetime(2020, 1, 1))  # it stopped beating
+        for run in (store.run(run_id), store.runs().iloc[0].to_dict()):
+            assert run_state(run) == "interrupted"
+        store.release(run_id, "gpu-node-7:4242:beefcafe")
+        assert run_state(store.run(run_id)) == "interrupted"
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_rename_states_its_rules(fresh_store):
@@ -357,3 +398,44 @@ def test_a_sweep_on_postgresql_streams_rows_and_survives_restarts(postgres, tmp_
     _check_sweeps(Store(url), 1)
     counts = [c[0] for c in seen if c]  # run 1's result count at each read
     assert 1 in counts and counts[-1] == 2  # the baseline showed up alone first, then the rest
+
+
+@pytest.mark.slow
+def test_the_dashboard_reads_a_postgresql_store_that_a_sweep_elsewhere_writes(
+    postgres, tmp_path, monkeypatch
+):
+    """The dashboard and a sweep share only the database, each with its own OPTIM_HOME (as on
+    two machines): Trade-offs shows the live run and its rows so far, then the finished run's
+    recommendation, read from PostgreSQL."""
+    from streamlit.testing.v1 import AppTest
+
+    url = postgres.new_database()
+    sweep = _sweep(url, tmp_path / "sweep-machine", bits="4,8,32")
+    monkeypatch.setenv("OPTIM_DB_URL", url)
+    monkeypatch.setenv("OPTIM_HOME", str(tmp_path / "dashboard-machine"))
+    store = Store(url)
+
+    def tradeoffs() -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+        at.query_params["page"], at.query_params["run"] = "tradeoffs", "1"
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    deadline = time.time() + 240
+    while not store.keys(1):  # the baseline row is in
+        assert time.time() < deadline and sweep.poll() is None, "the sweep wrote no row"
+        time.sleep(0.2)
+    with store.engine.begin() as conn:  # the sweep's next write waits (its rows reference run 1)
+        conn.execute(text("SELECT id FROM runs WHERE id = 1 FOR UPDATE"))
+        live = tradeoffs()  # reads are not blocked
+    assert any(i.value.startswith("Run #1 is still running: ") for i in live.info), [
+        i.value for i in live.info
+    ]
+    assert len(live.get("plotly_chart")) == 2  # the rows so far are charted
+    err = sweep.communicate(timeout=300)[1]
+    assert sweep.returncode == 0, err[-3000:]
+    done = tradeoffs()
+    headline = [m.value for m in done.markdown if m.value.startswith("At a floor of")]
+    assert headline and "still running" not in " ".join(i.value for i in done.info)
+    assert not (tmp_path / "dashboard-machine" / "runs.db").exists()  # nothing read locally

@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-HEAD = "0003"  # the newest revision in versions/
+HEAD = "0004"  # the newest revision in versions/
 VERSION_TABLE = "optim_alembic_version"
 LEGACY = "0001"  # the schema of every store written before migrations
 _LOCK = 0x6F7074696D  # "optim": PostgreSQL advisory lock that serializes concurrent upgrades

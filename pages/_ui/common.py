@@ -17,7 +17,7 @@ import streamlit as st
 from streamlit import runtime
 
 from optim import charts, md, model_view, run_view, tables, view_state
-from optim.store import Store, db_url
+from optim.store import Store, db_url, elsewhere
 from optim.store import run_state as _run_state
 
 # No ``optim.sweep`` (torch, ~6 s to import) at module level: every page imports this module,
@@ -311,16 +311,19 @@ def status_banner(cur: Current) -> None:
         untimed = int(cur.ok["latency_p50_ms"].isna().sum()) if len(cur.ok) else 0
         timing = " Latency: timing… (all configs are timed together once every file is built)."
         st.info(
-            f"Run #{cur.id} is still running: {where}. Results update as they arrive."
-            + (timing if untimed else ""),
+            f"Run #{cur.id} is still running{_on(cur.run)}: {where}. Results update as they "
+            "arrive." + (timing if untimed else ""),
             icon=":material/hourglass_top:",
         )
         live_refresh(cur.id, done, cur.state)
         return
     if cur.state == "done":
         return
+    why = "its worker process died"
+    if elsewhere(cur.run):
+        why = f"its driver on {cur.run['host']} stopped beating"
     text = {
-        "interrupted": f"Run #{cur.id} stopped unexpectedly (its worker process died): {where}.",
+        "interrupted": f"Run #{cur.id} stopped unexpectedly ({why}): {where}.",
         "cancelled": f"Run #{cur.id} was cancelled: {where}.",
         "failed": f"Run #{cur.id} failed: {cur.run.get('error') or 'no reason given'}. {where}.",
     }.get(cur.state, f"Run #{cur.id} is {cur.state}: {where}.")
@@ -336,6 +339,11 @@ def status_banner(cur: Current) -> None:
             args=(cur.id,),
             icon=":material/replay:",
         )
+
+
+def _on(run: dict) -> str:
+    """`` on HOST`` for a run driven from another machine (a shared PostgreSQL store)."""
+    return f" on {run['host']}" if elsewhere(run) else ""
 
 
 def live_refresh(run_id: int, n_rows: int, state: str) -> None:
