@@ -152,12 +152,15 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
     tu.add_argument("--seed", type=int, default=0)
     tu.add_argument("--timeout", type=float)
-    ru = sub.add_parser("runs", help="list the stored runs; rename or delete one")
+    ru = sub.add_parser("runs", help="list the stored runs; rename, cancel or delete one")
     rsub = ru.add_subparsers(dest="action")
     rn = rsub.add_parser("rename", help="name a run (and add notes)")
     rn.add_argument("run", type=int)
     rn.add_argument("--name", required=True)
     rn.add_argument("--notes")
+    rc = rsub.add_parser("cancel", help="stop a running run, here or on another machine (its "
+                         "driver stops at its next heartbeat); finished rows stay")  # fmt: skip
+    rc.add_argument("run", type=int)
     rd = rsub.add_parser("delete", help="delete a run's rows and its artifact folder")
     rd.add_argument("run", type=int)
     f = sub.add_parser("frontier", help="Pareto frontier and recommendation for a run")
@@ -472,6 +475,10 @@ def _cmd_runs(args, out) -> None:
     if args.action == "rename":
         runs.rename(store, args.run, name=args.name, notes=args.notes)
         print(f"run {args.run}: {args.name}", file=out)
+        return
+    if args.action == "cancel":
+        runs.cancel(store, args.run)
+        print(f"cancelled run {args.run}; its finished rows are kept", file=out)
         return
     if args.action == "delete":
         runs.delete(store, args.run)

@@ -202,10 +202,14 @@ def cancel(store: Store, run_id: int) -> None:
     """Stop a running run: its status becomes "cancelled" in the store, and a driver on this
     machine gets SIGTERM (its process group, when it leads one); a driver on another machine
     sees the status at its next heartbeat (:mod:`optim.lease`) and stops itself. Either way the
-    driver marks the run cancelled; its finished rows stay, and it can be resumed."""
+    driver marks the run cancelled; its finished rows stay, and it can be resumed. A run that
+    has ended is refused (an interrupted one may be cancelled: given up)."""
     import signal
 
     run = store.run(run_id)
+    if (state := run_state(run)) not in (*LIVE, "interrupted"):
+        raise ValueError(f"run {run_id} is {state}: only a pending, running or interrupted run "
+                         "can be cancelled")  # fmt: skip
     store.set_status(run_id, "cancelled")
     pid = run["pid"]
     if not pid or elsewhere(run) or not pid_alive(pid):

@@ -4,6 +4,7 @@ failure kinds and the baseline's predictions on disk."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -122,7 +123,13 @@ def test_empty_data_creates_no_run(fresh_store, tmp_path, capsys):
     assert len(fresh_store.runs()) == 0
 
 
-def test_rename_list_and_delete_a_run(fresh_store, capsys):
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # reaped: no process has this pid now
+    return proc.pid
+
+
+def test_rename_list_cancel_and_delete_a_run(fresh_store, capsys):
     store = fresh_store
     run_id = runs.create(store, "digits_cnn", grid(bits=(4, 32), sparsity=(0.0,)))
     runs.rename(store, run_id, name="  int4 for the edge  ", notes="first try")
@@ -141,7 +148,18 @@ def test_rename_list_and_delete_a_run(fresh_store, capsys):
     store.set_status(run_id, "running", pid=__import__("os").getpid())  # a live driver
     assert main(["runs", "delete", str(run_id)]) == 2
     assert "is running in process" in capsys.readouterr().err
-    store.set_status(run_id, "cancelled")
+    store.set_status(run_id, "failed", pid=dead_pid())  # a crashed driver: interrupted
+    assert main(["runs", "cancel", str(run_id)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"run {run_id} is failed: only a pending, running or interrupted run can be cancelled"
+        )
+    )
+    store.set_status(run_id, "running")
+    assert main(["runs", "cancel", str(run_id)]) == 0  # given up: nothing is signalled
+    assert store.run(run_id)["status"] == "cancelled"
     assert main(["runs", "delete", str(run_id)]) == 0
     assert len(store.runs()) == 0 and not folder.exists()
     assert main(["runs", "delete", str(run_id)]) == 2  # gone: one line

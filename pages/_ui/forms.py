@@ -383,7 +383,10 @@ def start_controls(model: str, plan_list: list, settings: sweep.Settings | None)
 
 
 def _cancel(run_id: int) -> None:
-    runs.cancel(common.store(), run_id)
+    try:
+        runs.cancel(common.store(), run_id)
+    except ValueError as e:  # it ended between the page's draw and the click
+        st.session_state["_flash"] = f"Could not cancel run #{run_id}: {e}"
 
 
 def progress_panel(run_id: int) -> None:
