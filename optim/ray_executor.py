@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -80,6 +81,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
         common = dict(log_to_driver=False, logging_level="WARNING", namespace="optim",
                       runtime_env={"env_vars": _worker_env()})  # fmt: skip
         if address is None:
+            # Ray turns token authentication on for a cluster it starts, and says so: not news
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+                logging.ERROR
+            )
             tmp = os.environ["RAY_TMPDIR"] = _short_tmp()  # its address file too, not /tmp/ray
             atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # after Ray's own exit
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,

@@ -4,7 +4,10 @@ failure kinds and the baseline's predictions on disk."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,9 @@ from optim.context import load_pred, save_pred
 from optim.rows import error_kind
 from optim.sweep import grid, run_dir
 from optim.techniques import FineTune, LowRank, Prune, Quantize, StructuredPrune
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # this venv's python
 
 
 def _spec(plan_list) -> dict:
@@ -57,6 +63,9 @@ def test_techniques_lists_every_technique_with_fields_ranges_and_a_plan(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     assert "python -m optim techniques" in capsys.readouterr().out
+    piped = subprocess.run("python -m optim techniques | head -1", shell=True, text=True,
+                           capture_output=True, cwd=ROOT, env={**os.environ, "PATH": PATH})  # fmt: skip
+    assert piped.stdout.startswith("BiasCorrect (") and piped.stderr == ""  # no BrokenPipeError
 
 
 def test_error_kinds_tell_the_environment_from_the_config():
