@@ -7,6 +7,7 @@ from its rows to stage faults (a failed run, a dead worker). No mocks.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import re
 import subprocess
@@ -348,6 +349,31 @@ def test_an_interrupted_run_offers_resume_and_keeps_its_rows(store, run_id):
     failed = next(e for e in at.expander if "failed" in e.label)
     assert "1 config(s) failed" in failed.label
     assert "scales overflow" in failed.dataframe[0].value["error"].iloc[0]
+    store.delete_run(new)
+
+
+def test_a_run_driven_from_another_machine_shows_by_its_lease(store, run_id):
+    """A shared store's run driven elsewhere: running while its lease beats (no Resume, whatever
+    this machine's pid of that number is doing), interrupted once it stopped beating."""
+    from sqlalchemy import update
+
+    from optim.store import Run
+
+    new = staged_run(store, run_id, "running")
+
+    def remote(**values) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(update(Run).where(Run.id == new).values(**values))
+
+    remote(host="gpu-node-7")
+    assert store.claim(new, "gpu-node-7:4242:beefcafe", ttl_s=60)
+    at = healthy(app(run=new))
+    assert any(i.value.startswith(f"Run #{new} is still running on gpu-node-7: ") for i in at.info)
+    assert f"resume-{new}" not in {b.key for b in at.button}
+    remote(lease_until=datetime.datetime(2020, 1, 1))  # it stopped beating
+    at = healthy(app(run=new))
+    assert any("its driver on gpu-node-7 stopped beating" in w.value for w in at.warning)
+    assert at.button(key=f"resume-{new}")
     store.delete_run(new)
 
 
