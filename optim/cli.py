@@ -152,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
     tu.add_argument("--seed", type=int, default=0)
     tu.add_argument("--timeout", type=float)
+    _executor_arg(tu)
     ru = sub.add_parser("runs", help="list the stored runs; rename, cancel or delete one")
     rsub = ru.add_subparsers(dest="action")
     rn = rsub.add_parser("rename", help="name a run (and add notes)")
@@ -445,7 +446,8 @@ def _cmd_tune(args, out) -> int:
     plan = _read_plan(args.plan)
     store = Store()
     opts = {"plan": plan, "trials": args.trials, "sampler": args.sampler, "seed": args.seed}
-    run_id = runs.create(store, args.model, settings=Settings(seed=args.seed), tune=opts)
+    settings = Settings(seed=args.seed, executor=args.executor or "local")
+    run_id = runs.create(store, args.model, settings=settings, tune=opts)
     result = _execute(store, run_id, "trial", timeout_s=args.timeout)
     res = tuned(store, run_id)
     print(res.trials.to_string(index=False), file=out)

@@ -1,6 +1,6 @@
-"""Several workers run one search: each runs Optuna's ``study.optimize`` on the same study in
-the run store's database (``optuna.storages.RDBStorage``), building and storing its trials'
-rows itself, until the run's budget of COMPLETE trials is met (``MaxTrialsCallback``).
+"""Several workers run one search or tuning: each runs Optuna's ``study.optimize`` on the same
+study in the run store's database (``optuna.storages.RDBStorage``), building and storing its
+trials' rows itself, until the run's budget of COMPLETE trials is met (``MaxTrialsCallback``).
 
 The driver only starts the workers (one task each, on the run's executor, e.g. Ray) and waits;
 then it times every trial's file itself, as for any run. The workers need the database
@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 
 
 def optimize_on_workers(ctx: Context, trials: int, timeout_s: float | None) -> None:
-    """Run search ``ctx`` on the executor's workers until ``trials`` trials are COMPLETE."""
+    """Run search or tuning ``ctx`` on the executor's workers until ``trials`` trials are
+    COMPLETE."""
     from optim.ray_executor import SHARED_ENV
 
     if not ctx.executor.shares_home():
         raise ValueError(
-            "a search on several nodes needs OPTIM_HOME shared by every node "
+            "a search or tuning on several nodes needs OPTIM_HOME shared by every node "
             f"({SHARED_ENV}=1) and a run store they all reach (OPTIM_DB_URL), but "
             f"{SHARED_ENV} is not set: sweep instead, or share the folder"
         )
@@ -55,9 +56,9 @@ def _init() -> None:
 
 
 def optimize_part(url: str, run_id: int, trials: int, timeout_s: float | None, part: int) -> int:
-    """One worker's part of search run ``run_id`` (in store ``url``): trials of the shared
-    study until ``trials`` are COMPLETE in all; returns how many this worker completed."""
-    from optim import search
+    """One worker's part of search or tuning run ``run_id`` (in store ``url``): trials of the
+    shared study until ``trials`` are COMPLETE in all; returns how many this worker completed."""
+    from optim import search, tune
     from optim.context import Context
     from optim.ray_worker import node_info
     from optim.store import Store
@@ -65,19 +66,25 @@ def optimize_part(url: str, run_id: int, trials: int, timeout_s: float | None, p
     store = Store(url)
     spec = store.run(run_id)["spec"]
     ctx = Context.start(store, run_id, spec, None, pool.local, {})  # baseline read back
-    opts = spec["search"]
     kwargs = (
         {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     )
-    study = optuna.load_study(
-        study_name=search.study_name(run_id), storage=optuna.storages.RDBStorage(url, **kwargs),
-        # each worker its own stream of proposals; NSGA-II's generations come from the storage
-        sampler=optuna.samplers.NSGAIISampler(population_size=opts["population"],
-                                              seed=opts["seed"] + 1 + part),
-    )  # fmt: skip
+    storage = optuna.storages.RDBStorage(url, **kwargs)
     complete = (optuna.trial.TrialState.COMPLETE,)
+    if "tune" in spec:
+        name, sampler = tune.study_name(run_id), tune.sampler(spec["tune"], part=1 + part)
+    else:  # each worker its own stream of proposals; NSGA-II's generations come from storage
+        opts = spec["search"]
+        name = search.study_name(run_id)
+        sampler = optuna.samplers.NSGAIISampler(population_size=opts["population"],
+                                                seed=opts["seed"] + 1 + part)  # fmt: skip
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     before = len(study.get_trials(deepcopy=False, states=complete))
-    objective = search.objective(ctx, search.layers_of(ctx.source), trials, before, node_info())
+    if "tune" in spec:
+        objective = tune.objective(ctx, trials, before, node_info())
+    else:
+        objective = search.objective(ctx, search.layers_of(ctx.source), trials, before,
+                                     node_info())  # fmt: skip
     study.optimize(
         objective, n_trials=max(trials - before, 0), timeout=timeout_s, catch=(RuntimeError,),
         callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete)],

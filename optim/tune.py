@@ -97,16 +97,41 @@ def summary(spec: dict) -> str:
 
 def run(ctx: Context) -> None:
     """The tuning's part of a run: the sampler varies the training step's fields; each trial's
-    plan is built, measured and stored as a row (its calib accuracy is the objective)."""
+    plan is built, measured and stored as a row (its calib accuracy is the objective). On a
+    distributed executor (Ray) the study runs on the workers (:mod:`optim.search_workers`)."""
     opts = ctx.spec["tune"]
-    plan = plans.from_json(opts["plan"])
-    i = _step(plan)
-    names = [f.name for f in dataclasses.fields(plan[i]) if f.name in TUNABLE]
-    study = ctx.study(study_name(ctx.run_id), direction="maximize",
-                      sampler=_sampler(opts["sampler"], opts["seed"], names))  # fmt: skip
+    study = ctx.study(study_name(ctx.run_id), direction="maximize", sampler=sampler(opts))
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if opts["trials"] <= done:
+        return
+    if getattr(ctx.executor, "distributed", False):  # several workers run the one study
+        from optim.search_workers import optimize_on_workers
 
-    def objective(trial: optuna.Trial) -> float:
+        optimize_on_workers(ctx, opts["trials"], ctx.options.get("timeout_s"))
+        return
+    study.optimize(objective(ctx, opts["trials"], done), n_trials=opts["trials"] - done,
+                   catch=(RuntimeError,), timeout=ctx.options.get("timeout_s"))  # fmt: skip
+
+
+def sampler(opts: dict, part: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of a tuning (``spec["tune"]``); ``part`` > 0 gives each of several workers its
+    own stream of proposals."""
+    return _sampler(opts["sampler"], opts["seed"] + part, _names(plans.from_json(opts["plan"])))
+
+
+def _names(plan: Sequence[object]) -> list[str]:
+    return [f.name for f in dataclasses.fields(plan[_step(plan)]) if f.name in TUNABLE]
+
+
+def objective(ctx: Context, trials: int, done: int, extra: dict | None = None):
+    """The Optuna objective of tuning run ``ctx``: the trial's training settings in the plan,
+    built and measured here (unless its row is stored already) and stored; its calib accuracy
+    is the value. A failed config raises RuntimeError (Optuna marks the trial FAIL). ``extra``
+    goes into every row built (e.g. the node that built it)."""
+    plan = plans.from_json(ctx.spec["tune"]["plan"])
+    i, names = _step(plan), _names(plan)
+
+    def measure_trial(trial: optuna.Trial) -> float:
         nonlocal done
         values = {}
         for n in names:
@@ -120,18 +145,17 @@ def run(ctx: Context) -> None:
         candidate = plan[:i] + (dataclasses.replace(plan[i], **values),) + plan[i + 1 :]
         trial.set_user_attr("plan", plans.to_json(candidate))
         key = plans.key(candidate)
+        row = ctx.rows.get(key)  # built before (a duplicate proposal, or an interrupted trial)
         if ctx.todo(key):
-            ctx.record(plans.to_json(candidate), ctx.trial(candidate, {"trial": trial.number}))
-        row = ctx.rows[key]
+            row = ctx.trial(candidate, {"trial": trial.number, **(extra or {})})
+            ctx.record(plans.to_json(candidate), row)  # False: another worker stored it first
         if row.error is not None:
             raise RuntimeError(row.error)
         done += 1
-        ctx.report(done, opts["trials"], row)
+        ctx.report(done, trials, row)
         return float(row.extra["calib_accuracy"])
 
-    if opts["trials"] > done:
-        study.optimize(objective, n_trials=opts["trials"] - done, catch=(RuntimeError,),
-                       timeout=ctx.options.get("timeout_s"))  # fmt: skip
+    return measure_trial
 
 
 def result(store: Store, run_id: int) -> TuneResult:

@@ -200,6 +200,28 @@ def test_a_search_runs_one_optuna_study_on_workers_of_both_nodes(cluster, fresh_
     assert all(r.latency_p50_ms is not None for r in rows)  # timed here, together, at the end
 
 
+def test_a_tuning_runs_one_optuna_study_on_the_workers(cluster, fresh_store):
+    """Recovery training is what a cluster is for: a tuning's trials train on the workers."""
+    import optuna
+
+    from optim.techniques import FineTune, StructuredPrune
+    from optim.tune import result, study_name
+
+    plan = plans.to_json((StructuredPrune(0.5), FineTune(epochs=2)))
+    run_id = runs.create(fresh_store, "digits_cnn", settings=FAST,
+                         tune={"plan": plan, "trials": 2, "sampler": "random"})  # fmt: skip
+    outcome = runs.execute(fresh_store, run_id, executor=RayFactory(cluster, shared=True))
+    assert not outcome.failed
+    study = optuna.load_study(study_name=study_name(run_id), storage=fresh_store.url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 2
+    rows = [r for r in fresh_store.rows(run_id) if not r.is_baseline]
+    assert len(rows) >= 2 and all("127.0.0.1 node" in r.extra["built_on"] for r in rows)
+    assert all(r.latency_p50_ms is not None for r in rows)  # timed here, at the end
+    best = result(fresh_store, run_id)
+    assert 0 < best.accuracy <= 1 and isinstance(best.plan[1], FineTune)
+
+
 def test_the_cli_sends_a_sweep_to_the_cluster_named_by_optim_ray_address(
     cluster, fresh_store, monkeypatch, capsys
 ):
