@@ -30,9 +30,10 @@ def sensitivity_figure(df: pd.DataFrame) -> go.Figure:
     if "name" in df.columns:  # "conv 2 (32→64, 3×3)", not the initializer's "0.weight"
         df = df.assign(layer=df["name"].fillna(df["layer"]))
     layers = list(dict.fromkeys(df["layer"]))
-    cols = list(
-        dict.fromkeys(df.sort_values(["kind", "setting"], ascending=[False, False])["col"])
-    )
+    # quantization, then pruning, each from the mildest change to the harshest
+    harsh = df["setting"].where(df["kind"] == "prune", -df["setting"])
+    cols = list(dict.fromkeys(df.assign(harsh=harsh).sort_values(
+        ["kind", "harsh"], ascending=[False, True])["col"]))  # fmt: skip
     grid = df.pivot_table(index="layer", columns="col", values="accuracy_drop").loc[layers, cols]
     z = grid.to_numpy() * 100
     fig.add_trace(go.Heatmap(
