@@ -152,6 +152,11 @@ def test_upload_sweep_and_see_the_frontier(server, browser, digits, digits_zip):
     page.get_by_text(re.compile(r"2 of 2 configs — done")).wait_for(timeout=90_000)
     settle(page)
     healthy(page, "04-sweep-done")
+    # the form is back, showing the grid its count is computed from (the one just run)
+    assert page.locator("[data-testid='stMetricValue']").first.inner_text() == "2"
+    bits = page.locator(".st-key-sweep_bits").inner_text()
+    assert "32 (fp32)" in bits and "8 (int8)" not in bits, bits
+    assert "50%" not in page.locator(".st-key-sweep_sparsity").inner_text()
     (run_id,) = store.runs()["id"]
     assert store.run(int(run_id))["model"] == "my_digits"
     assert len(store.results(int(run_id))) == 2

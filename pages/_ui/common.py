@@ -37,6 +37,9 @@ WIDGETS = (
     "model",
     "all_configs",  # the Trade-offs table's expander, open or not
 )
+# the Sweep form (hidden while a run measures: it shows that run's grid) and the Sensitivity
+# pickers: a form that comes back must show the values its counts are computed from
+FORM_PREFIXES = ("sweep_", "adv_", "sens_")
 LIVE = ("pending", "running")
 
 
@@ -83,7 +86,7 @@ def restore_state() -> None:
         ss["_start_page"] = state.get("page", view_state.DEFAULTS["page"])
         ss["_bad_params"] = bad
         ss["_restored"] = True
-    for name in WIDGETS:
+    for name in [*WIDGETS, *(k for k in ss if isinstance(k, str) and k.startswith(FORM_PREFIXES))]:
         if name in ss:
             ss[name] = ss[name]
 
