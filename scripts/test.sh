@@ -21,7 +21,8 @@ workers="${OPTIM_TEST_WORKERS:-2}"
 if [ "$workers" = 0 ]; then
   .venv/bin/python -m pytest "$@"
 else
-  .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+  # a crashed worker ends the run and is named, rather than replaced (a replacement can hang)
+  .venv/bin/python -m pytest -n "$workers" --dist loadfile --max-worker-restart 0 "$@"
 fi
 code=$?
 set -e

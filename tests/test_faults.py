@@ -38,6 +38,20 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def forkservers(pid: int) -> list[int]:
+    """The multiprocessing forkservers among ``pid``'s children (the pool workers' parent);
+    its other children may be anything this test process still runs, e.g. a Ray cluster of
+    another test file, whose agents the raylet (and so this process) cannot outlive."""
+    return [c for c in children(pid) if "multiprocessing.forkserver" in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -158,8 +172,8 @@ def test_a_sweep_survives_one_of_its_workers_killed(fresh_store):
 
     def progress(done, total, row):
         if row is not None and not row.is_baseline and not killed:
-            workers = [w for fs in children(os.getpid()) for w in children(fs)]
-            os.kill(workers[0], signal.SIGKILL)
+            workers = [w for fs in forkservers(os.getpid()) for w in children(fs)]
+            os.kill(workers[0], signal.SIGKILL)  # a pool worker: never another test's process
             killed.append(workers[0])
 
     result = runs.execute(store, run_id, progress)  # no BrokenProcessPool
