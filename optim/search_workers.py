@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -73,18 +74,17 @@ def optimize_part(url: str, run_id: int, trials: int, timeout_s: float | None, p
     complete = (optuna.trial.TrialState.COMPLETE,)
     if "tune" in spec:
         name, sampler = tune.study_name(run_id), tune.sampler(spec["tune"], part=1 + part)
+        objective_from = functools.partial(tune.objective, ctx, trials)
     else:  # each worker its own stream of proposals; NSGA-II's generations come from storage
         opts = spec["search"]
         name = search.study_name(run_id)
         sampler = optuna.samplers.NSGAIISampler(population_size=opts["population"],
                                                 seed=opts["seed"] + 1 + part)  # fmt: skip
+        objective_from = functools.partial(search.objective, ctx, search.layers_of(ctx.source),
+                                           trials)  # fmt: skip
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     before = len(study.get_trials(deepcopy=False, states=complete))
-    if "tune" in spec:
-        objective = tune.objective(ctx, trials, before, node_info())
-    else:
-        objective = search.objective(ctx, search.layers_of(ctx.source), trials, before,
-                                     node_info())  # fmt: skip
+    objective = objective_from(before, node_info())
     study.optimize(
         objective, n_trials=max(trials - before, 0), timeout=timeout_s, catch=(RuntimeError,),
         callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete)],
